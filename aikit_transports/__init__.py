@@ -1,0 +1,60 @@
+"""aikit-transports: streaming client transports (SSE, WebSocket, HTTP streaming) behind one
+synchronous, thread-based API that reconnects, resumes, buffers with backpressure and reports
+every failure as a typed error."""
+
+from __future__ import annotations
+
+import logging
+
+from .buffer import BackpressureInfo, MessageBuffer
+from .config import BufferConfig, ReconnectPolicy
+from .emitter import EventEmitter
+from .errors import (
+    BufferFullError,
+    ConnectError,
+    HeartbeatTimeout,
+    HTTPStatusError,
+    MessageTooLarge,
+    NotSupportedError,
+    ProtocolError,
+    ReconnectFailed,
+    TransportClosedError,
+    TransportError,
+    TransportLimitError,
+)
+from .events import BufferStrategy, Event, TransportState, TransportType
+from .metrics import TransportHealth, TransportMetrics
+from .parsers.sse import SSEParser
+from .transports.sse import SSETransport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SSETransport",
+    "Event",
+    "TransportState",
+    "TransportType",
+    "BufferStrategy",
+    "ReconnectPolicy",
+    "BufferConfig",
+    "TransportMetrics",
+    "TransportHealth",
+    "BackpressureInfo",
+    "MessageBuffer",
+    "EventEmitter",
+    "SSEParser",
+    "TransportError",
+    "ConnectError",
+    "HTTPStatusError",
+    "ProtocolError",
+    "MessageTooLarge",
+    "HeartbeatTimeout",
+    "ReconnectFailed",
+    "BufferFullError",
+    "TransportClosedError",
+    "TransportLimitError",
+    "NotSupportedError",
+    "__version__",
+]
+
+logging.getLogger("aikit_transports").addHandler(logging.NullHandler())

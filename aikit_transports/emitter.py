@@ -1,0 +1,119 @@
+"""A small, lock-guarded, synchronous event emitter (``on`` / ``once`` / ``off`` / ``emit``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Optional
+
+__all__ = ["EventEmitter", "Listener"]
+
+Listener = Callable[..., Any]
+log = logging.getLogger("aikit_transports")
+
+
+class _Once:
+    """Wraps a listener so that it runs once, then unregisters itself."""
+
+    __slots__ = ("callback", "emitter", "name")
+
+    def __init__(self, emitter: EventEmitter, name: str, callback: Listener) -> None:
+        self.emitter = emitter
+        self.name = name
+        self.callback = callback
+
+    def __call__(self, *args: Any) -> Any:
+        if self.emitter._remove(self.name, self):
+            return self.callback(*args)
+        return None
+
+
+class EventEmitter:
+    """Registry of named listeners, safe to use from any thread.
+
+    Listeners are kept in copy-on-write tuples, so ``emit`` reads them without a lock.
+    An exception raised by a listener never propagates: it is logged and passed to
+    ``on_listener_error`` (the transports turn it into an ``error`` event).
+    """
+
+    def __init__(
+        self, on_listener_error: Optional[Callable[[BaseException, str], None]] = None
+    ) -> None:
+        self._lock = threading.Lock()
+        self._listeners: dict[str, tuple[Listener, ...]] = {}
+        self._on_listener_error = on_listener_error
+
+    def on(self, name: str, callback: Listener) -> Callable[[], None]:
+        """Register ``callback`` for ``name``; returns a callable that unregisters it."""
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        with self._lock:
+            self._listeners[name] = (*self._listeners.get(name, ()), callback)
+        return lambda: self.off(name, callback)
+
+    def once(self, name: str, callback: Listener) -> Callable[[], None]:
+        """Register ``callback`` for the next ``name`` only."""
+        wrapper = _Once(self, name, callback)
+        self.on(name, wrapper)
+
+        def cancel() -> None:
+            self._remove(name, wrapper)
+
+        return cancel
+
+    def off(self, name: str, callback: Optional[Listener] = None) -> None:
+        """Unregister ``callback`` (also a ``once`` one), or every listener of ``name``."""
+        if callback is None:
+            with self._lock:
+                self._listeners.pop(name, None)
+            return
+        with self._lock:
+            current = self._listeners.get(name, ())
+            for cb in current:
+                if cb == callback or (isinstance(cb, _Once) and cb.callback == callback):
+                    self._drop(name, current, cb)
+                    return
+
+    def _remove(self, name: str, callback: Listener) -> bool:
+        with self._lock:
+            current = self._listeners.get(name, ())
+            if callback not in current:
+                return False
+            self._drop(name, current, callback)
+            return True
+
+    def _drop(self, name: str, current: tuple[Listener, ...], callback: Listener) -> None:
+        items = list(current)
+        items.remove(callback)
+        if items:
+            self._listeners[name] = tuple(items)
+        else:
+            del self._listeners[name]
+
+    def listener_count(self, name: str) -> int:
+        """How many listeners ``name`` has."""
+        return len(self._listeners.get(name, ()))
+
+    def has_listeners(self, name: str) -> bool:
+        """Whether anyone listens to ``name`` (cheap; used to skip building arguments)."""
+        return name in self._listeners
+
+    def emit(self, name: str, *args: Any) -> bool:
+        """Call every listener of ``name`` in registration order; ``True`` if there was one."""
+        listeners = self._listeners.get(name)
+        if not listeners:
+            return False
+        for callback in listeners:
+            try:
+                callback(*args)
+            except Exception as exc:  # a listener must never kill the emitting thread
+                self._listener_failed(exc, name)
+        return True
+
+    def _listener_failed(self, exc: BaseException, name: str) -> None:
+        log.error("listener for %r raised %s: %s", name, type(exc).__name__, exc)
+        if self._on_listener_error is not None and name != "error":
+            try:
+                self._on_listener_error(exc, name)
+            except Exception:  # the error hook failed as well: logged above, nothing more to do
+                log.exception("error handler failed")

@@ -1,0 +1,153 @@
+"""The exception tree: every failure the library reports is a :class:`TransportError`.
+
+::
+
+    TransportError                  base; carries transport id, redacted URL and attempt
+    ├── ConnectError                the connection could not be made (refused, DNS, TLS, timeout)
+    │   └── HTTPStatusError         the server answered with a status that is not a stream
+    ├── ProtocolError               the peer broke the protocol (bad JSON, over-long data, MIME type)
+    │   └── MessageTooLarge         an event, line or frame exceeded its size limit
+    ├── HeartbeatTimeout            no traffic within the idle or heartbeat time
+    ├── ReconnectFailed             reconnection attempts ran out; ``__cause__`` is the last error
+    ├── BufferFullError             a bounded queue refused an item (the WebSocket send queue)
+    ├── TransportClosedError        the transport (or buffer) is closed
+    ├── TransportLimitError         a manager holds ``max_transports`` already
+    └── NotSupportedError           the wire cannot do this (``send()`` on SSE without ``send_url``)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+__all__ = [
+    "TransportError",
+    "ConnectError",
+    "HTTPStatusError",
+    "ProtocolError",
+    "MessageTooLarge",
+    "HeartbeatTimeout",
+    "ReconnectFailed",
+    "BufferFullError",
+    "TransportClosedError",
+    "TransportLimitError",
+    "NotSupportedError",
+]
+
+
+class TransportError(Exception):
+    """Base of every error of the library, with the context needed to act on it.
+
+    ``retryable`` tells the reconnection policy whether trying again may help.
+    The URL is always stored redacted (see :func:`aikit_transports.redact.redact_url`).
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transport_id: Optional[str] = None,
+        url: Optional[str] = None,
+        attempt: Optional[int] = None,
+        retryable: Optional[bool] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.transport_id = transport_id
+        self.url = url
+        self.attempt = attempt
+        if retryable is not None:
+            self.retryable = retryable
+
+    def with_context(
+        self, *, transport_id: Optional[str], url: Optional[str], attempt: Optional[int]
+    ) -> TransportError:
+        """Fill in the context fields that are still empty; returns ``self``."""
+        if self.transport_id is None:
+            self.transport_id = transport_id
+        if self.url is None:
+            self.url = url
+        if self.attempt is None:
+            self.attempt = attempt
+        return self
+
+    def __str__(self) -> str:
+        parts = []
+        if self.transport_id is not None:
+            parts.append(f"transport={self.transport_id}")
+        if self.url is not None:
+            parts.append(f"url={self.url}")
+        if self.attempt is not None:
+            parts.append(f"attempt={self.attempt}")
+        return f"{self.message} [{' '.join(parts)}]" if parts else self.message
+
+    def __reduce__(self) -> Any:
+        # Keep the context when an error crosses a process boundary (multiprocessing, pickle).
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[TransportError], message: str, state: dict[str, Any]) -> TransportError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened: refused, unreachable, timed out, or TLS failed."""
+
+    retryable = True
+
+
+class HTTPStatusError(ConnectError):
+    """The server answered with an HTTP status that does not start a stream."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        retry_after: Optional[float] = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class ProtocolError(TransportError):
+    """The peer broke the protocol: wrong content type, malformed or over-long data."""
+
+
+class MessageTooLarge(ProtocolError):
+    """An event, line or frame exceeded its configured size limit; the connection is dropped
+    (and retried by the policy) rather than buffering without bound."""
+
+    retryable = True
+
+
+class HeartbeatTimeout(TransportError):
+    """No traffic (data, comment or pong) arrived within the deadline: the stream stalled."""
+
+    retryable = True
+
+
+class ReconnectFailed(TransportError):
+    """Reconnection attempts ran out; ``__cause__`` holds the last error."""
+
+
+class BufferFullError(TransportError):
+    """A bounded queue is full and its policy is to refuse (e.g. the WebSocket send queue)."""
+
+
+class TransportClosedError(TransportError):
+    """The transport or buffer is closed."""
+
+
+class TransportLimitError(TransportError):
+    """The manager already holds ``max_transports`` open transports."""
+
+
+class NotSupportedError(TransportError):
+    """The operation is not available on this wire or with these options."""

@@ -1,0 +1,128 @@
+"""Counters and snapshots: :class:`TransportMetrics`, :class:`TransportHealth`."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+from typing import Optional
+
+from .events import TransportState
+
+__all__ = ["TransportMetrics", "TransportHealth", "MetricsRecorder", "LATENCY_WINDOW"]
+
+LATENCY_WINDOW = 100
+
+
+@dataclass(frozen=True)
+class TransportMetrics:
+    """A snapshot of a transport's counters (or a manager's sum of them).
+
+    ``latency`` holds ``avg``, ``p50``, ``p95`` and ``p99`` in ms from read-off-the-socket to
+    delivery to a consumer, over the last 100 deliveries; ``ping_rtt_ms`` is WebSocket only.
+    """
+
+    messages_received: int = 0
+    messages_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    messages_dropped: int = 0
+    reconnect_attempts: int = 0
+    reconnects: int = 0
+    errors: int = 0
+    connected_at: Optional[float] = None
+    last_message_at: Optional[float] = None
+    uptime: float = 0.0
+    buffer_size: int = 0
+    latency: dict[str, float] = field(default_factory=dict)
+    ping_rtt_ms: Optional[float] = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The snapshot as a plain dict (for logging or JSON)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def total(cls, snapshots: Iterable[TransportMetrics]) -> TransportMetrics:
+        """Counters summed over ``snapshots`` (times and latency are left out)."""
+        items = list(snapshots)
+        summed = {
+            name: sum(getattr(m, name) for m in items)
+            for name in (
+                "messages_received",
+                "messages_sent",
+                "bytes_received",
+                "bytes_sent",
+                "messages_dropped",
+                "reconnect_attempts",
+                "reconnects",
+                "errors",
+                "buffer_size",
+            )
+        }
+        return cls(**summed)
+
+
+@dataclass(frozen=True)
+class TransportHealth:
+    """``status`` is ``"healthy"``, ``"degraded"`` or ``"unhealthy"``; ``reason`` says why."""
+
+    status: str
+    state: TransportState
+    idle_seconds: Optional[float]
+    reason: Optional[str] = None
+
+
+def latency_summary(samples: Iterable[float]) -> dict[str, float]:
+    """avg / p50 / p95 / p99 in ms of latency samples given in seconds."""
+    values = sorted(samples)
+    if not values:
+        return {}
+    n = len(values)
+
+    def pct(p: float) -> float:
+        return values[min(n - 1, int(p * n))] * 1000.0
+
+    return {"avg": sum(values) / n * 1000.0, "p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99)}
+
+
+class MetricsRecorder:
+    """The mutable counters behind a transport's :class:`TransportMetrics`.
+
+    Each counter has one writer thread (the reader, or senders under the send lock), so
+    plain integer updates need no lock; latency samples go to a bounded deque.
+    """
+
+    def __init__(self) -> None:
+        self.messages_received = 0
+        self.messages_sent = 0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.reconnect_attempts = 0
+        self.reconnects = 0
+        self.errors = 0
+        self.connected_at: Optional[float] = None
+        self.last_message_at: Optional[float] = None
+        self.last_traffic_at: Optional[float] = None
+        self.ping_rtt_ms: Optional[float] = None
+        self.latency: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+
+    def snapshot(self, *, dropped: int, buffer_size: int) -> TransportMetrics:
+        """An immutable copy of the counters."""
+        now = time.monotonic()
+        return TransportMetrics(
+            messages_received=self.messages_received,
+            messages_sent=self.messages_sent,
+            bytes_received=self.bytes_received,
+            bytes_sent=self.bytes_sent,
+            messages_dropped=dropped,
+            reconnect_attempts=self.reconnect_attempts,
+            reconnects=self.reconnects,
+            errors=self.errors,
+            connected_at=self.connected_at,
+            last_message_at=self.last_message_at,
+            uptime=(now - self.connected_at) if self.connected_at is not None else 0.0,
+            buffer_size=buffer_size,
+            latency=latency_summary(list(self.latency)),
+            ping_rtt_ms=self.ping_rtt_ms,
+        )

@@ -1,0 +1,165 @@
+"""One timer thread for many transports: periodic work (heartbeats, health) costs no thread each.
+
+A :class:`Scheduler` runs its callbacks on its own thread, or hands them to an executor
+(the manager's pool). Its thread starts with the first timer and ends when the last one is
+cancelled, so an idle process keeps no thread of ours.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import Executor
+from typing import Callable, Optional
+
+__all__ = ["Scheduler", "TimerHandle", "default_scheduler"]
+
+log = logging.getLogger("aikit_transports")
+
+
+class TimerHandle:
+    """A scheduled callback; :meth:`cancel` stops it (idempotent)."""
+
+    __slots__ = ("_scheduler", "callback", "cancelled", "interval", "when")
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        when: float,
+        interval: Optional[float],
+        callback: Callable[[], None],
+    ) -> None:
+        self._scheduler = scheduler
+        self.when = when
+        self.interval = interval
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Stop this timer; a run already under way finishes."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._scheduler._cancelled(self)
+
+
+class Scheduler:
+    """A heap of timers served by one lazily started thread."""
+
+    def __init__(self, name: str = "aikit-timers", executor: Optional[Executor] = None) -> None:
+        self._name = name
+        self._executor = executor
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+        self._active = 0
+        self._thread: Optional[threading.Thread] = None
+        self._shutdown = False
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run ``callback`` once after ``delay`` seconds."""
+        return self._add(delay, None, callback)
+
+    def call_every(
+        self, interval: float, callback: Callable[[], None], first: Optional[float] = None
+    ) -> TimerHandle:
+        """Run ``callback`` every ``interval`` seconds (the first time after ``first``)."""
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        return self._add(interval if first is None else first, interval, callback)
+
+    def _add(
+        self, delay: float, interval: Optional[float], callback: Callable[[], None]
+    ) -> TimerHandle:
+        with self._cond:
+            if self._shutdown:
+                raise RuntimeError("scheduler is shut down")
+            handle = TimerHandle(self, time.monotonic() + delay, interval, callback)
+            heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
+            self._active += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return handle
+
+    def _cancelled(self, handle: TimerHandle) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0:
+                self._heap.clear()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while True:
+                    if self._active == 0 or self._shutdown:
+                        self._thread = None
+                        return
+                    when, _, handle = self._heap[0]
+                    if handle.cancelled:
+                        heapq.heappop(self._heap)
+                        continue
+                    delay = when - time.monotonic()
+                    if delay <= 0:
+                        heapq.heappop(self._heap)
+                        if handle.interval is not None:
+                            # keep time: the next run is due one interval after this one was due
+                            handle.when = max(when + handle.interval, time.monotonic())
+                            heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
+                        else:
+                            handle.cancelled = True
+                            self._active -= 1
+                        break
+                    cond.wait(delay)
+            self._dispatch(handle.callback)
+
+    def _dispatch(self, callback: Callable[[], None]) -> None:
+        if self._executor is not None:
+            try:
+                self._executor.submit(self._call, callback)
+                return
+            except RuntimeError:  # the pool is shutting down
+                return
+        self._call(callback)
+
+    @staticmethod
+    def _call(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            log.exception("timer callback failed")
+
+    def shutdown(self, timeout: Optional[float] = None) -> None:
+        """Cancel every timer and join the thread."""
+        with self._cond:
+            self._shutdown = True
+            self._heap.clear()
+            self._active = 0
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def thread_alive(self) -> bool:
+        """Whether the timer thread is running (for tests and health)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+
+_default: Optional[Scheduler] = None
+_default_lock = threading.Lock()
+
+
+def default_scheduler() -> Scheduler:
+    """The process-wide scheduler used by transports that no manager owns."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Scheduler()
+        return _default

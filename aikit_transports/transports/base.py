@@ -1,0 +1,762 @@
+"""The base transport: state machine, reader thread, reconnection, buffering and dispatch.
+
+Every wire is a thin subclass that implements four hooks, all called on the reader thread
+except :meth:`BaseTransport._interrupt`:
+
+``_open()``      open one connection (raise a ``TransportError`` on failure)
+``_read()``      read until the stream ends, handing parsed events to ``_publish``;
+                 return ``"done"`` (finished for good) or ``"eof"`` (ended; reconnect)
+``_release()``   drop the connection (always called after ``_open`` succeeded)
+``_interrupt()`` from any thread: make a blocked ``_open``/``_read`` return now (shut the socket)
+
+Delivery: each consumer (the group of ``event`` listeners, and each active iterator) has its
+own :class:`MessageBuffer`; the reader puts every batch of events into each of them, which is
+where backpressure comes from. Events that arrive while nobody consumes wait in a pending
+buffer that the first consumer adopts. Listeners run on the reader thread, serialised by
+``_dispatch_lock`` with every other callback of the transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import (
+    Any,
+    Callable,
+    ClassVar,
+    Optional,
+    Union,
+)
+
+from ..buffer import BackpressureInfo, MessageBuffer
+from ..config import BufferConfig, ReconnectPolicy
+from ..emitter import EventEmitter, Listener
+from ..errors import (
+    ConnectError,
+    NotSupportedError,
+    ReconnectFailed,
+    TransportClosedError,
+    TransportError,
+)
+from ..events import BufferStrategy, Event, TransportState, TransportType
+from ..metrics import MetricsRecorder, TransportHealth, TransportMetrics
+from ..redact import redact_url
+from ..timers import Scheduler, default_scheduler
+
+__all__ = ["BaseTransport", "EventIterator"]
+
+log = logging.getLogger("aikit_transports")
+
+DONE = "done"
+EOF_ = "eof"
+_UNHEALTHY_AFTER = 3
+
+
+def _check_timeout(name: str, value: Optional[float], allow_none: bool = True) -> None:
+    if value is None:
+        if not allow_none:
+            raise ValueError(f"{name} must be a number of seconds")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+
+
+class BaseTransport:
+    """What every wire shares; see the module docstring for the subclass contract."""
+
+    type: ClassVar[TransportType]
+    schemes: ClassVar[tuple[str, ...]] = ()
+    logger_name: ClassVar[str] = "aikit_transports"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Optional[dict[str, str]] = None,
+        timeout: float = 10.0,
+        idle_timeout: Optional[float] = 45.0,
+        reconnect: Optional[ReconnectPolicy] = None,
+        buffer: Optional[BufferConfig] = None,
+        last_event_id: Optional[str] = None,
+        verify: Union[bool, str] = True,
+        cert: Union[str, tuple[str, str], None] = None,
+        proxies: Optional[dict[str, str]] = None,
+        debug: bool = False,
+        id: Optional[str] = None,
+        scheduler: Optional[Scheduler] = None,
+    ) -> None:
+        if not isinstance(url, str) or not url:
+            raise ValueError("url must be a non-empty string")
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if self.schemes and scheme not in self.schemes:
+            raise ValueError(
+                f"url scheme {scheme or '(none)'!r} is not supported by {type(self).__name__}; "
+                f"use one of {', '.join(self.schemes)}"
+            )
+        _check_timeout("timeout", timeout, allow_none=False)
+        _check_timeout("idle_timeout", idle_timeout)
+        if reconnect is not None and not isinstance(reconnect, ReconnectPolicy):
+            raise ValueError("reconnect must be a ReconnectPolicy")
+        if buffer is not None and not isinstance(buffer, BufferConfig):
+            raise ValueError("buffer must be a BufferConfig")
+        if headers is not None and not hasattr(headers, "items"):
+            raise ValueError("headers must be a mapping of names to values")
+        if last_event_id is not None and not isinstance(last_event_id, str):
+            raise ValueError("last_event_id must be a string")
+        if not isinstance(verify, (bool, str)):
+            raise ValueError("verify must be True, False or a CA bundle path")
+        self.id: str = id or uuid.uuid4().hex[:12]
+        self.url = url
+        self.safe_url: str = redact_url(url) or ""
+        self.headers: dict[str, str] = dict(headers or {})
+        self.timeout = float(timeout)
+        self.idle_timeout = idle_timeout
+        self.policy = reconnect or ReconnectPolicy()
+        self.buffer_config = buffer or BufferConfig()
+        self._initial_event_id = last_event_id
+        self.verify = verify
+        self.cert = cert
+        self.proxies = proxies
+        self.debug = debug
+        self.log = logging.getLogger(self.logger_name)
+        self._scheduler = scheduler
+
+        self._state = TransportState.IDLE
+        self._state_cond = threading.Condition()
+        self._stop = threading.Event()
+        self._reader: Optional[threading.Thread] = None
+        self._failure: Optional[TransportError] = None
+        self._closed_reason: Optional[str] = None
+        self._pending_close: Optional[str] = None
+        self._attempt = 0  # failed attempts in a row
+        self._data_seen = False
+
+        self._emitter = EventEmitter(self._listener_failed)
+        self._dispatch_lock = threading.RLock()
+        self._consumers_lock = threading.Lock()
+        self._consumers: list[MessageBuffer[Event]] = []
+        self._pending: Optional[MessageBuffer[Event]] = self._new_buffer()
+        self._targets: tuple[MessageBuffer[Event], ...] = (self._pending,)
+        self._listener_buf: Optional[MessageBuffer[Event]] = None
+        self._listeners_lock = threading.Lock()
+        self._retired_dropped = 0
+        self._paused = False
+        self._pause_cond = threading.Condition()
+        self._m = MetricsRecorder()
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> TransportState:
+        """The current :class:`TransportState`."""
+        return self._state
+
+    def is_connected(self) -> bool:
+        """Whether a connection is open right now."""
+        return self._state is TransportState.CONNECTED
+
+    def connect(self, timeout: Optional[float] = None) -> BaseTransport:
+        """Open the stream; block until connected, or raise why it failed.
+
+        Retryable failures are retried by the policy first (``ReconnectFailed`` when attempts
+        run out). ``timeout`` only bounds the wait: on ``ConnectError("... within ...")`` the
+        transport keeps trying in the background until closed.
+        """
+        if threading.current_thread() is self._reader:
+            raise RuntimeError("connect() cannot be called from the transport's own callbacks")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._state_cond:
+            if self._closed_reason is not None or self._failure is not None:
+                self._raise_terminal()
+            if self._reader is None:
+                self._set_state(TransportState.CONNECTING)
+                self._reader = threading.Thread(
+                    target=self._run, name=f"aikit-{self.type.value}-{self.id}", daemon=True
+                )
+                self._reader.start()
+            while self._state is not TransportState.CONNECTED:
+                if self._failure is not None or self._closed_reason is not None:
+                    self._raise_terminal()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise ConnectError(
+                        f"not connected within {timeout} s", retryable=True
+                    ).with_context(transport_id=self.id, url=self.safe_url, attempt=self._attempt)
+                self._state_cond.wait(remaining)
+        return self
+
+    def _raise_terminal(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        raise TransportClosedError(
+            f"transport is closed ({self._closed_reason})", transport_id=self.id, url=self.safe_url
+        )
+
+    def iter_events(self, timeout: Optional[float] = None) -> EventIterator:
+        """Iterate over events in arrival order, in the caller's thread (connects if needed).
+
+        The iterator is registered at once, so it misses nothing from this call on.
+        ``timeout`` bounds the wait for each event (then ``TimeoutError``).
+        """
+        if timeout is not None:
+            _check_timeout("timeout", timeout)
+        return EventIterator(self, timeout)
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.iter_events()
+
+    def on(self, name: str, callback: Listener) -> Callable[[], None]:
+        """Register ``callback`` for the event ``name``; returns a function that unregisters it."""
+        self._emitter.on(name, callback)
+        if name == "event":
+            self._listeners_changed()
+        return lambda: self.off(name, callback)
+
+    def once(self, name: str, callback: Listener) -> Callable[[], None]:
+        """Register ``callback`` for the next ``name`` event only."""
+        unsubscribe = self._emitter.once(name, callback)
+        if name == "event":
+            self._listeners_changed()
+
+        def off() -> None:
+            unsubscribe()
+            if name == "event":
+                self._listeners_changed()
+
+        return off
+
+    def off(self, name: str, callback: Optional[Listener] = None) -> None:
+        """Unregister ``callback`` (or every listener of ``name``)."""
+        self._emitter.off(name, callback)
+        if name == "event":
+            self._listeners_changed()
+
+    def send(self, data: Any, timeout: Optional[float] = None) -> None:
+        """Send a message upstream (see each wire); this wire cannot."""
+        raise NotSupportedError(
+            f"{type(self).__name__} cannot send", transport_id=self.id, url=self.safe_url
+        )
+
+    def pause(self) -> None:
+        """Stop delivering to consumers; the reader keeps buffering by the buffer strategy."""
+        with self._pause_cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        """Deliver again, starting with what was buffered meanwhile."""
+        with self._pause_cond:
+            self._paused = False
+            self._pause_cond.notify_all()
+        listener_buf = self._listener_buf
+        if listener_buf is not None:
+            listener_buf.interrupt_put()
+
+    @property
+    def last_event_id(self) -> Optional[str]:
+        """The id a reconnect resumes from: the last one seen, else the one given at start."""
+        return self._current_event_id()
+
+    @property
+    def paused(self) -> bool:
+        """Whether delivery is paused."""
+        return self._paused
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop, release the connection and join every thread; idempotent, from any thread."""
+        self._close("user", timeout)
+
+    @property
+    def metrics(self) -> TransportMetrics:
+        """A snapshot of the counters."""
+        with self._consumers_lock:
+            buffers = list(self._targets)
+        return self._m.snapshot(
+            dropped=self._retired_dropped + sum(b.dropped for b in buffers),
+            buffer_size=sum(len(b) for b in buffers),
+        )
+
+    def health(self) -> TransportHealth:
+        """Healthy, degraded or unhealthy, with the reason (SPEC §5)."""
+        state = self._state
+        now = time.monotonic()
+        last = self._m.last_traffic_at
+        idle = None if last is None else now - last
+        if state is TransportState.ERROR:
+            reason = str(self._failure.message) if self._failure is not None else "failed"
+            return TransportHealth("unhealthy", state, idle, reason)
+        if self._attempt >= _UNHEALTHY_AFTER:
+            return TransportHealth(
+                "unhealthy", state, idle, f"{self._attempt} failed attempts in a row"
+            )
+        if state in (TransportState.CONNECTING, TransportState.RECONNECTING):
+            return TransportHealth("degraded", state, idle, f"{state.value}")
+        if state is TransportState.CONNECTED:
+            limit = self._health_idle_limit()
+            if (
+                limit is not None
+                and idle is not None
+                and idle > limit
+                and not self._reader_blocked()
+            ):
+                return TransportHealth("degraded", state, idle, f"no traffic for {idle:.1f} s")
+            return TransportHealth("healthy", state, idle, None)
+        if state is TransportState.IDLE:
+            return TransportHealth("degraded", state, idle, "not connected yet")
+        return TransportHealth("unhealthy", state, idle, f"closed ({self._closed_reason})")
+
+    def _health_idle_limit(self) -> Optional[float]:
+        return self.idle_timeout
+
+    def _reader_blocked(self) -> bool:
+        """Whether the reader waits for buffer room (so silence is ours, not the server's)."""
+        return any(
+            len(b) >= b.max_size and b.strategy is BufferStrategy.BLOCK for b in self._targets
+        )
+
+    def __enter__(self) -> BaseTransport:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id} url={self.safe_url} state={self._state.value}>"
+
+    # -- state and callbacks --------------------------------------------------------------
+
+    def _set_state(self, state: TransportState) -> None:
+        with self._state_cond:
+            self._state = state
+            self._state_cond.notify_all()
+
+    def _emit(self, name: str, *args: Any) -> None:
+        if self._emitter.has_listeners(name):
+            with self._dispatch_lock:
+                self._emitter.emit(name, *args)
+
+    def _listener_failed(self, exc: BaseException, name: str) -> None:
+        error = (
+            exc
+            if isinstance(exc, TransportError)
+            else TransportError(f"a listener of {name!r} raised {type(exc).__name__}: {exc}")
+        )
+        error.with_context(transport_id=self.id, url=self.safe_url, attempt=self._attempt)
+        if error is not exc:
+            error.__cause__ = exc
+        self._m.errors += 1
+        self._emitter.emit("error", error)
+
+    def _error(self, error: TransportError) -> TransportError:
+        error.with_context(transport_id=self.id, url=self.safe_url, attempt=self._attempt)
+        self._m.errors += 1
+        self.log.warning("%s: %s", self.id, error)
+        self._emit("error", error)
+        return error
+
+    # -- consumers ------------------------------------------------------------------------
+
+    def _new_buffer(self) -> MessageBuffer[Event]:
+        return MessageBuffer(
+            self.buffer_config, on_backpressure=self._on_backpressure, on_drain=self._on_drain
+        )
+
+    def _on_backpressure(self, info: BackpressureInfo) -> None:
+        self._emit("backpressure", info)
+
+    def _on_drain(self, info: BackpressureInfo) -> None:
+        self._emit("drain", info)
+
+    def _add_consumer(self) -> MessageBuffer[Event]:
+        with self._consumers_lock:
+            if self._pending is not None:
+                buf = self._pending
+                self._pending = None
+            else:
+                buf = self._new_buffer()
+            if self._closed_reason is not None or self._failure is not None:
+                buf.close()
+            self._consumers.append(buf)
+            self._targets = tuple(self._consumers)
+            return buf
+
+    def _remove_consumer(self, buf: MessageBuffer[Event]) -> None:
+        with self._consumers_lock:
+            if buf not in self._consumers:
+                return
+            self._consumers.remove(buf)
+            if self._consumers:
+                self._retired_dropped += buf.dropped
+                buf.close()
+                buf.clear()
+                self._targets = tuple(self._consumers)
+            else:
+                # What the last consumer left unread goes to the next one.
+                self._pending = buf
+                self._targets = (buf,)
+
+    def _listeners_changed(self) -> None:
+        with self._listeners_lock:
+            has = self._emitter.has_listeners("event")
+            if has and self._listener_buf is None:
+                buf = self._listener_buf = self._add_consumer()
+                if self._reader is None or self._reader.is_alive():
+                    return
+                # The stream already ended: what it left unread is delivered now.
+                if buf and not self._paused:
+                    self._pump_listeners(buf)
+            elif not has and self._listener_buf is not None:
+                buf, self._listener_buf = self._listener_buf, None
+                self._remove_consumer(buf)
+
+    def _close_consumers(self) -> None:
+        with self._consumers_lock:
+            buffers = list(self._targets)
+        for buf in buffers:
+            buf.close()
+
+    # -- the reader thread ----------------------------------------------------------------
+
+    def _publish(self, events: Sequence[Event]) -> None:
+        """Hand a batch of parsed events to every consumer (reader thread only)."""
+        if not events:
+            return
+        m = self._m
+        m.messages_received += len(events)
+        m.last_message_at = events[-1].received_at
+        self._data_seen = True
+        listener_buf = self._listener_buf
+        for buf in self._targets:
+            try:
+                if buf is listener_buf:
+                    self._feed_listeners(buf, events)
+                else:
+                    buf.put_many(events)
+            except TransportClosedError:
+                if self._stop.is_set():
+                    raise
+                # that consumer left meanwhile; the others still get the events
+
+    def _feed_listeners(self, buf: MessageBuffer[Event], events: Sequence[Event]) -> None:
+        """Run the listeners on ``events`` now, or buffer them while paused (waiting for room
+        with ``block``; ``resume()`` interrupts that wait so the backlog is delivered first)."""
+        count = len(events)
+        done = 0
+        while done < count and not self._stop.is_set():
+            if not self._paused and not buf:
+                self._deliver_to_listeners(events[done:] if done else events)
+                return
+            done += buf.put_many(events[done:] if done else events)
+            self._pump_listeners(buf)
+
+    def _pump_listeners(self, buf: MessageBuffer[Event]) -> None:
+        while buf and not self._paused:
+            try:
+                batch = buf.get_batch(timeout=0)
+            except (queue.Empty, TransportClosedError):
+                return
+            self._deliver_to_listeners(batch)
+
+    def _deliver_to_listeners(self, batch: Sequence[Event]) -> None:
+        emit = self._emitter.emit
+        with self._dispatch_lock:
+            self._m.latency.append(time.monotonic() - batch[0].received_at)
+            for event in batch:
+                emit("event", event)
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except TransportClosedError:
+            pass  # closed by the user while the reader waited on a buffer
+        except Exception as exc:  # a bug of ours must still end the transport cleanly
+            log.exception("%s: reader crashed", self.id)
+            err = TransportError(f"internal error: {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            self._fail(err)
+        finally:
+            self._reader_exited()
+
+    def _loop(self) -> None:
+        policy = self.policy
+        while not self._stop.is_set():
+            self._emit("connecting")
+            outcome: Union[str, TransportError]
+            self._data_seen = False
+            try:
+                self._open()
+            except Exception as exc:
+                outcome = self._as_error(exc, connecting=True)
+            else:
+                try:
+                    self._connected()
+                    outcome = self._read()
+                except TransportClosedError:
+                    if self._stop.is_set():
+                        return
+                    raise
+                except Exception as exc:
+                    outcome = self._as_error(exc, connecting=False)
+                finally:
+                    self._release()
+            if self._stop.is_set():
+                return
+            if self._data_seen:
+                self._attempt = 0
+            if outcome == DONE:
+                self._finish()
+                return
+            if isinstance(outcome, str):  # "eof": the server ended the stream
+                if not self._reconnect_on_eof():
+                    self._finish()
+                    return
+                error: TransportError = ConnectError("stream ended by the server", retryable=True)
+                error.with_context(
+                    transport_id=self.id, url=self.safe_url, attempt=self._attempt + 1
+                )
+            else:
+                error = outcome
+            self._attempt += 1
+            error.with_context(transport_id=self.id, url=self.safe_url, attempt=self._attempt)
+            if not policy.should_retry(error):
+                self._fail(error)
+                return
+            if not policy.allows(self._attempt):
+                failed = ReconnectFailed(
+                    f"gave up after {self._attempt - 1} reconnection attempts: {error.message}",
+                    transport_id=self.id,
+                    url=self.safe_url,
+                    attempt=self._attempt,
+                )
+                failed.__cause__ = error
+                self._fail(failed)
+                return
+            if not isinstance(outcome, str):
+                self._error(error)
+            delay = policy.delay(
+                self._attempt,
+                server_retry_ms=self._server_retry_ms(),
+                retry_after=getattr(error, "retry_after", None),
+            )
+            self._m.reconnect_attempts += 1
+            self._set_state(
+                TransportState.CONNECTING
+                if self._m.connected_at is None
+                else TransportState.RECONNECTING
+            )
+            self.log.info(
+                "%s: reconnecting (attempt %d) in %.2f s after: %s",
+                self.id,
+                self._attempt,
+                delay,
+                error.message,
+            )
+            self._emit("reconnecting", self._attempt, delay, error)
+            if self._stop.wait(delay):
+                return
+
+    def _as_error(self, exc: BaseException, *, connecting: bool) -> TransportError:
+        if isinstance(exc, TransportError):
+            error = exc
+        else:
+            error = self._translate(exc, connecting=connecting)
+        return error.with_context(
+            transport_id=self.id, url=self.safe_url, attempt=self._attempt + 1
+        )
+
+    def _translate(self, exc: BaseException, *, connecting: bool) -> TransportError:
+        """Turn a library exception into a typed error (wires refine this)."""
+        what = "connection failed" if connecting else "connection lost"
+        error = ConnectError(f"{what}: {type(exc).__name__}: {exc}", retryable=True)
+        error.__cause__ = exc
+        return error
+
+    def _connected(self) -> None:
+        now = time.monotonic()
+        if self._m.connected_at is not None:
+            self._m.reconnects += 1
+        self._m.connected_at = now
+        self._m.last_traffic_at = now
+        self._set_state(TransportState.CONNECTED)
+        self.log.info("%s: connected to %s", self.id, self.safe_url)
+        self._emit("connected")
+
+    def _reconnect_on_eof(self) -> bool:
+        return True
+
+    def _finish(self) -> None:
+        """The stream finished for good: ``done``, then ``closed("done")``."""
+        self._close_consumers()
+        self._emit("done")
+        self._end("done", TransportState.CLOSED)
+
+    def _fail(self, error: TransportError) -> None:
+        """A failure that ends the transport: ``error``, state ERROR, ``closed("failed")``."""
+        with self._state_cond:
+            self._failure = error
+        self._error(error)
+        self._close_consumers()
+        self._end("failed", TransportState.ERROR)
+
+    def _end(self, reason: str, state: TransportState) -> None:
+        with self._state_cond:
+            if self._closed_reason is not None:
+                return
+            self._closed_reason = reason
+            self._state = state
+            self._state_cond.notify_all()
+        self._stop.set()
+        self._on_stopped()
+        self._emit("closed", reason)
+
+    def _reader_exited(self) -> None:
+        """Last words of the reader: a close requested from inside a callback is completed here."""
+        reason = self._pending_close
+        if reason is not None and self._closed_reason is None:
+            self._end(reason, TransportState.CLOSED)
+
+    def _close(self, reason: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._state_cond:
+            if self._closed_reason is not None:
+                if self._state is TransportState.ERROR and reason == "user":
+                    self._state = TransportState.CLOSED
+                reader = self._reader
+                already = True
+            else:
+                already = False
+                self._pending_close = reason
+                reader = self._reader
+        if not already:
+            self._before_close(deadline)
+        self._stop.set()
+        self._close_consumers()
+        with self._pause_cond:
+            self._pause_cond.notify_all()
+        if reader is not None and reader.is_alive():
+            try:
+                self._interrupt()
+            except Exception:
+                log.debug("%s: interrupt failed", self.id, exc_info=True)
+            if reader is threading.current_thread():
+                return  # inside a callback: the reader finishes the close when it unwinds
+            reader.join(max(0.0, deadline - time.monotonic()) + 0.5)
+            if reader.is_alive():
+                self.log.warning("%s: reader thread did not stop within %.1f s", self.id, timeout)
+        if not already:
+            self._end(reason, TransportState.CLOSED)
+
+    # -- hooks for the wires --------------------------------------------------------------
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _read(self) -> str:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Drop the current connection."""
+
+    def _interrupt(self) -> None:
+        """Wake a reader blocked in I/O (called from another thread)."""
+
+    def _before_close(self, deadline: float) -> None:
+        """Work to do before the connection goes (the WebSocket send queue is flushed here)."""
+
+    def _on_stopped(self) -> None:
+        """The transport ended (timers and shared helpers are released here)."""
+
+    def _current_event_id(self) -> Optional[str]:
+        return self._initial_event_id
+
+    def _server_retry_ms(self) -> Optional[int]:
+        """The reconnection time the server asked for (SSE ``retry:``), if any."""
+        return None
+
+    def _scheduler_or_default(self) -> Scheduler:
+        return self._scheduler or default_scheduler()
+
+    def _traffic(self) -> None:
+        """Note that bytes arrived (data, comment or pong): the stream is alive."""
+        self._m.last_traffic_at = time.monotonic()
+
+
+class EventIterator(Iterator[Event]):
+    """What ``iter_events()`` returns: registered from creation, with a buffer of its own."""
+
+    def __init__(self, transport: BaseTransport, timeout: Optional[float]) -> None:
+        self._transport = transport
+        self._timeout = timeout
+        self._batch: list[Event] = []
+        self._pos = 0
+        self._buf: Optional[MessageBuffer[Event]] = transport._add_consumer()
+        if transport._reader is None and transport._closed_reason is None:
+            try:
+                transport.connect()
+            except BaseException:
+                self.close()
+                raise
+
+    def __iter__(self) -> EventIterator:
+        return self
+
+    def __next__(self) -> Event:
+        pos = self._pos
+        batch = self._batch
+        if pos < len(batch):
+            self._pos = pos + 1
+            return batch[pos]
+        return self._next_batch()
+
+    def _next_batch(self) -> Event:
+        transport = self._transport
+        buf = self._buf
+        if buf is None:
+            raise StopIteration
+        if transport._paused:
+            self._wait_resumed()
+        try:
+            batch = buf.get_batch(self._timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no event within {self._timeout} s") from None
+        except TransportClosedError:
+            self.close()
+            failure = transport._failure
+            if failure is not None:
+                raise failure from failure.__cause__
+            raise StopIteration from None
+        transport._m.latency.append(time.monotonic() - batch[0].received_at)
+        self._batch = batch
+        self._pos = 1
+        return batch[0]
+
+    def _wait_resumed(self) -> None:
+        transport = self._transport
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        with transport._pause_cond:
+            while transport._paused and not transport._stop.is_set():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"paused: no event within {self._timeout} s")
+                transport._pause_cond.wait(remaining)
+
+    def close(self) -> None:
+        """Stop iterating; events not yet taken stay for the next consumer."""
+        buf, self._buf = self._buf, None
+        if buf is not None:
+            self._transport._remove_consumer(buf)
+
+    def __enter__(self) -> EventIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter shutdown
+            self.close()

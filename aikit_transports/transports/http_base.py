@@ -1,0 +1,353 @@
+"""The HTTP side shared by SSE and HTTP streaming: one request on ``requests``, read as it arrives.
+
+Reads use ``read1`` (at most one socket read), so an event is handed on as soon as its last
+byte arrives, whatever the framing (chunked, close-delimited, gzip) and ``chunk_size``.
+``close()`` from another thread shuts the socket down, which wakes a reader blocked in a read
+(``Response.close()`` alone would wait for the read to finish).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json as _json
+import socket
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional, Union
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from ..errors import (
+    ConnectError,
+    HeartbeatTimeout,
+    HTTPStatusError,
+    NotSupportedError,
+    ProtocolError,
+    TransportError,
+)
+from ..events import Event
+from ..redact import redact_url
+from .base import BaseTransport
+
+__all__ = ["HTTPTransportBase", "new_session"]
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_HTTP_SCHEMES = ("http", "https")
+
+
+def new_session(pool_maxsize: int = 10) -> requests.Session:
+    """A ``requests.Session`` whose pools keep ``pool_maxsize`` connections per host."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool_maxsize, pool_maxsize=pool_maxsize)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _response_socket(resp: requests.Response) -> Optional[socket.socket]:
+    raw = resp.raw
+    conn = getattr(raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if isinstance(sock, socket.socket):
+        return sock
+    try:  # urllib3 without _connection: dig through http.client's file object
+        found = raw._fp.fp.raw._sock  # type: ignore[union-attr]
+    except AttributeError:
+        return None
+    return found if isinstance(found, socket.socket) else None
+
+
+class HTTPTransportBase(BaseTransport):
+    """A transport whose stream is the body of one HTTP response (SSE, NDJSON, long-poll)."""
+
+    schemes = _HTTP_SCHEMES
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        params: Optional[Mapping[str, Any]] = None,
+        json: Any = None,
+        data: Any = None,
+        session: Optional[requests.Session] = None,
+        send_url: Optional[str] = None,
+        reconnect_on_eof: bool = True,
+        chunk_size: int = 65536,
+        **options: Any,
+    ) -> None:
+        super().__init__(url, **options)
+        method = str(method).upper()
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
+        if json is not None and data is not None:
+            raise ValueError("json and data cannot both be given")
+        if session is not None and not isinstance(session, requests.Session):
+            raise ValueError("session must be a requests.Session")
+        if send_url is not None and not str(send_url).lower().startswith(("http://", "https://")):
+            raise ValueError("send_url must be an http:// or https:// URL")
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+            raise ValueError("chunk_size must be a positive integer")
+        self.method = method
+        self.params = dict(params) if params else None
+        self.json_body = json
+        self.data_body = data
+        self.send_url = send_url
+        self.reconnect_on_eof = bool(reconnect_on_eof)
+        self.chunk_size = chunk_size
+        self._own_session = session is None
+        self._session = session if session is not None else new_session(2)
+        self._resp: Optional[requests.Response] = None
+        self._sock: Optional[socket.socket] = None
+
+    # -- building and sending requests -------------------------------------------------
+
+    def _default_headers(self) -> dict[str, str]:
+        """Headers the wire sends unless the user gave their own."""
+        return {}
+
+    def _request_headers(self) -> dict[str, str]:
+        headers = self._default_headers()
+        headers.update(self.headers)
+        if self.last_event_id:
+            headers["Last-Event-ID"] = self.last_event_id
+        return headers
+
+    def _request(self, stream: bool = True) -> requests.Response:
+        """Make the stream request; a typed error for anything but a 2xx answer."""
+        if self.debug:
+            self.log.debug(
+                "%s: %s %s Last-Event-ID=%r",
+                self.id,
+                self.method,
+                self.safe_url,
+                self.last_event_id,
+            )
+        try:
+            resp = self._session.request(
+                self.method,
+                self.url,
+                params=self.params,
+                json=self.json_body,
+                data=self.data_body,
+                headers=self._request_headers(),
+                stream=stream,
+                timeout=(self.timeout, self.timeout),
+                verify=self.verify,
+                cert=self.cert,
+                proxies=self.proxies,
+            )
+        except requests.RequestException as exc:
+            raise self._request_failed(exc) from None
+        if resp.status_code >= 300:
+            self._raise_status(resp)
+        return resp
+
+    def _request_failed(self, exc: requests.RequestException) -> TransportError:
+        """A typed, credential-free error for a failed request."""
+        if isinstance(exc, requests.exceptions.SSLError) or _is_tls_error(exc):
+            error: TransportError = ConnectError(
+                f"TLS failed (certificate not trusted or wrong host; nothing is sent without "
+                f"verification): {_short(exc)}",
+                retryable=False,
+            )
+        elif isinstance(exc, requests.exceptions.Timeout):
+            error = ConnectError(f"timed out after {self.timeout} s: {_short(exc)}", retryable=True)
+        elif isinstance(exc, requests.exceptions.InvalidURL):
+            error = ConnectError(f"invalid URL: {_short(exc)}", retryable=False)
+        else:
+            error = ConnectError(f"connection failed: {_short(exc)}", retryable=True)
+        error.__cause__ = None
+        return error
+
+    def _raise_status(self, resp: requests.Response) -> None:
+        status = resp.status_code
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        reason = resp.reason or ""
+        resp.close()
+        raise HTTPStatusError(
+            f"HTTP {status} {reason}".rstrip(), status_code=status, retry_after=retry_after
+        )
+
+    def _attach(self, resp: requests.Response) -> None:
+        """Keep ``resp`` as the current stream and arm the idle timeout on its socket."""
+        self._resp = resp
+        self._sock = sock = _response_socket(resp)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.idle_timeout)
+        if self._stop.is_set():  # closed while the request was under way
+            self._release()
+
+    def _release(self) -> None:
+        resp, self._resp = self._resp, None
+        self._sock = None
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:
+                self.log.debug("%s: closing the response failed", self.id, exc_info=True)
+
+    def _interrupt(self) -> None:
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _on_stopped(self) -> None:
+        if self._own_session:
+            self._session.close()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _read_body(
+        self,
+        feed: Callable[[bytes], Sequence[Event]],
+        errors: Callable[[], list[ProtocolError]],
+        on_events: Callable[[Sequence[Event]], Optional[str]],
+    ) -> str:
+        """Read the response as it arrives, feed the parser, hand events on; ``"eof"`` at the end.
+
+        ``errors()`` returns the parser's error list (checked by truthiness after each chunk),
+        ``on_events`` publishes a batch and may return ``"done"`` to end the stream.
+        """
+        resp = self._resp
+        if resp is None:
+            return "eof"
+        raw = resp.raw
+        read1 = getattr(raw, "read1", None)
+        size = self.chunk_size
+        m = self._m
+        stop = self._stop
+        monotonic = time.monotonic
+        try:
+            while not stop.is_set():
+                chunk = read1(size) if read1 is not None else raw.read(size)
+                if not chunk:
+                    return "eof"
+                m.bytes_received += len(chunk)
+                m.last_traffic_at = monotonic()
+                events = feed(chunk)
+                if events:
+                    outcome = on_events(events)
+                    if outcome is not None:
+                        return outcome
+                if errors():
+                    self._parser_errors(errors())
+        except (socket.timeout, TimeoutError) as exc:
+            raise self._stalled(exc) from None
+        except requests.RequestException as exc:
+            raise self._read_failed(exc) from None
+        except Exception as exc:
+            if "timed out" in str(exc).lower():
+                raise self._stalled(exc) from None
+            if isinstance(exc, TransportError):
+                raise
+            raise self._read_failed(exc) from None
+        return "eof"
+
+    def _parser_errors(self, errors: list[ProtocolError]) -> None:
+        """Report the parser's errors: a fatal one (over-long) ends the connection."""
+        taken = list(errors)
+        errors.clear()
+        for error in taken:
+            if error.retryable:
+                raise error
+            self._error(error)
+
+    def _stalled(self, exc: BaseException) -> HeartbeatTimeout:
+        return HeartbeatTimeout(f"no data for {self.idle_timeout} s (idle_timeout): stream stalled")
+
+    def _read_failed(self, exc: BaseException) -> TransportError:
+        if self._stop.is_set():
+            return ConnectError("closed", retryable=False)
+        return ConnectError(f"connection lost: {_short(exc)}", retryable=True)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def send(self, data: Any, timeout: Optional[float] = None) -> None:
+        """POST ``data`` as JSON to ``send_url`` (``NotSupportedError`` without one)."""
+        if self.send_url is None:
+            raise NotSupportedError(
+                f"{type(self).__name__}.send() needs send_url",
+                transport_id=self.id,
+                url=self.safe_url,
+            )
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            body: Union[bytes, str] = bytes(data)
+            content_type = "application/octet-stream"
+        else:
+            body = _json.dumps(data)
+            content_type = "application/json"
+        headers = dict(self.headers)
+        headers["Content-Type"] = content_type
+        try:
+            resp = self._session.post(
+                self.send_url,
+                data=body,
+                headers=headers,
+                timeout=timeout or self.timeout,
+                verify=self.verify,
+                cert=self.cert,
+                proxies=self.proxies,
+            )
+        except requests.RequestException as exc:
+            error = self._request_failed(exc)
+            raise error.with_context(
+                transport_id=self.id, url=redact_url(self.send_url), attempt=None
+            ) from None
+        with resp:
+            if resp.status_code >= 300:
+                raise HTTPStatusError(
+                    f"send failed: HTTP {resp.status_code} {resp.reason or ''}".rstrip(),
+                    status_code=resp.status_code,
+                    transport_id=self.id,
+                    url=redact_url(self.send_url),
+                )
+        self._m.messages_sent += 1
+        self._m.bytes_sent += len(body)
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    seen = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return True
+        current = current.__cause__ or current.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSLError" in str(exc)
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line, credential-free description of a library exception."""
+    text = str(exc)
+    # requests puts the full URL (with its query) into some messages: strip URLs out.
+    out = []
+    for word in text.split():
+        if "://" in word:
+            word = redact_url(word.strip("'\"(),")) or "***"
+        elif "?" in word and "=" in word:
+            word = word.split("?", 1)[0] + "?***"
+        out.append(word)
+    text = " ".join(out)
+    return f"{type(exc).__name__}: {text[:300]}"
