@@ -24,13 +24,20 @@ from .errors import (
 )
 from .events import BufferStrategy, Event, TransportState, TransportType
 from .metrics import TransportHealth, TransportMetrics
-from .parsers.sse import SSEParser
+from .connect import FallbackError, connect
+from .manager import TransportManager
+from .parsers import NDJSONParser, SSEParser
 from .transports.sse import SSETransport
+from .transports.websocket import WebSocketTransport
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SSETransport",
+    "WebSocketTransport",
+    "TransportManager",
+    "connect",
+    "FallbackError",
     "Event",
     "TransportState",
     "TransportType",
@@ -43,6 +50,7 @@ __all__ = [
     "MessageBuffer",
     "EventEmitter",
     "SSEParser",
+    "NDJSONParser",
     "TransportError",
     "ConnectError",
     "HTTPStatusError",

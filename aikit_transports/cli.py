@@ -15,7 +15,7 @@ from typing import Any, Optional, TextIO
 from .config import ReconnectPolicy
 from .errors import TransportError
 from .events import Event, TransportType
-from .transports import BaseTransport, transport_class, wire_for_scheme
+from .transports import BaseTransport, resolve_transport, wire_for_scheme
 
 __all__ = ["main"]
 
@@ -154,7 +154,7 @@ def _open(url: str, wire: Optional[str], options: dict[str, Any]) -> BaseTranspo
 
         transport: BaseTransport = connect(url, **options)
         return transport
-    cls = transport_class(wire or wire_for_scheme(url))
+    cls = resolve_transport(wire or wire_for_scheme(url))
     return cls(url, **options)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Optional, TextIO
 from .config import ReconnectPolicy
 from .errors import TransportError
 from .events import Event
-from .transports import BaseTransport, transport_class
+from .transports import BaseTransport, resolve_transport
 
 __all__ = ["run_demo"]
 
@@ -68,7 +68,7 @@ def run_demo(
         policy = ReconnectPolicy(
             initial_delay=0.3, max_delay=2.0, max_attempts=None if forever else 10
         )
-        transport = transport_class(wire)(url, reconnect=policy)
+        transport = resolve_transport(wire)(url, reconnect=policy)
         _narrate(transport, say)
         ids: list[str] = []
         try:

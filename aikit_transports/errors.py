@@ -5,7 +5,7 @@
     TransportError                  base; carries transport id, redacted URL and attempt
     ├── ConnectError                the connection could not be made (refused, DNS, TLS, timeout)
     │   └── HTTPStatusError         the server answered with a status that is not a stream
-    ├── ProtocolError               the peer broke the protocol (bad JSON, over-long data, MIME type)
+    ├── ProtocolError               the peer broke the protocol (bad JSON, too long, wrong type)
     │   └── MessageTooLarge         an event, line or frame exceeded its size limit
     ├── HeartbeatTimeout            no traffic within the idle or heartbeat time
     ├── ReconnectFailed             reconnection attempts ran out; ``__cause__`` is the last error

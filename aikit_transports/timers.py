@@ -41,7 +41,6 @@ class TimerHandle:
     def cancel(self) -> None:
         """Stop this timer; a run already under way finishes."""
         if not self.cancelled:
-            self.cancelled = True
             self._scheduler._cancelled(self)
 
 
@@ -87,6 +86,13 @@ class Scheduler:
 
     def _cancelled(self, handle: TimerHandle) -> None:
         with self._cond:
+            # The flag changes under the lock only: the timer thread must never see a cancelled
+            # handle that is still counted in _active (or count a fired one-shot twice).
+            if handle.cancelled:
+                return
+            handle.cancelled = True
+            if self._shutdown:
+                return  # shutdown() already forgot every timer
             self._active -= 1
             if self._active == 0:
                 self._heap.clear()

@@ -171,8 +171,9 @@ class BaseTransport:
             raise RuntimeError("connect() cannot be called from the transport's own callbacks")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._state_cond:
-            if self._closed_reason is not None or self._failure is not None:
+            if self._ended():
                 self._raise_terminal()
+                return self
             if self._reader is None:
                 self._set_state(TransportState.CONNECTING)
                 self._reader = threading.Thread(
@@ -180,8 +181,9 @@ class BaseTransport:
                 )
                 self._reader.start()
             while self._state is not TransportState.CONNECTED:
-                if self._failure is not None or self._closed_reason is not None:
+                if self._ended():
                     self._raise_terminal()
+                    return self
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise ConnectError(
@@ -190,9 +192,16 @@ class BaseTransport:
                 self._state_cond.wait(remaining)
         return self
 
+    def _ended(self) -> bool:
+        return self._failure is not None or self._closed_reason is not None
+
     def _raise_terminal(self) -> None:
+        """Why ``connect()`` cannot (or need not) wait: a failure raises, a finished stream
+        (it may have ended before the caller woke up; its events stay buffered) returns."""
         if self._failure is not None:
             raise self._failure
+        if self._closed_reason == "done":
+            return
         raise TransportClosedError(
             f"transport is closed ({self._closed_reason})", transport_id=self.id, url=self.safe_url
         )
@@ -429,7 +438,9 @@ class BaseTransport:
         m = self._m
         m.messages_received += len(events)
         m.last_message_at = events[-1].received_at
-        self._data_seen = True
+        if not self._data_seen:
+            self._data_seen = True
+            self._attempt = 0
         listener_buf = self._listener_buf
         for buf in self._targets:
             try:
@@ -506,8 +517,6 @@ class BaseTransport:
                     self._release()
             if self._stop.is_set():
                 return
-            if self._data_seen:
-                self._attempt = 0
             if outcome == DONE:
                 self._finish()
                 return
@@ -698,6 +707,11 @@ class EventIterator(Iterator[Event]):
         if transport._reader is None and transport._closed_reason is None:
             try:
                 transport.connect()
+            except TransportError:
+                if transport._failure is None:
+                    self.close()
+                    raise
+                # A failure is raised by __next__ once the buffered events are yielded.
             except BaseException:
                 self.close()
                 raise

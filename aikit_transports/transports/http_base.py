@@ -199,19 +199,26 @@ class HTTPTransportBase(BaseTransport):
             self._release()
 
     def _release(self) -> None:
+        """Close the response and its socket: a stream's connection is never handed back to
+        the pool half-read, and the socket goes even if something still holds the response."""
         resp, self._resp = self._resp, None
-        self._sock = None
+        sock, self._sock = self._sock, None
         if resp is not None:
             try:
                 resp.close()
             except Exception:
                 self.log.debug("%s: closing the response failed", self.id, exc_info=True)
+        if sock is not None:
+            sock.close()
 
     def _interrupt(self) -> None:
         sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def _reconnect_on_eof(self) -> bool:
+        return self.reconnect_on_eof
 
     def _on_stopped(self) -> None:
         if self._own_session:
@@ -241,7 +248,7 @@ class HTTPTransportBase(BaseTransport):
         monotonic = time.monotonic
         try:
             while not stop.is_set():
-                chunk = read1(size) if read1 is not None else raw.read(size)
+                chunk = read1(size, True) if read1 is not None else raw.read(size, True)
                 if not chunk:
                     return "eof"
                 m.bytes_received += len(chunk)

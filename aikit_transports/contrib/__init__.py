@@ -1,0 +1,1 @@
+"""Optional integrations (Django, Redis), imported only when used; the core never imports them."""
