@@ -8,6 +8,7 @@ import logging
 
 from .buffer import BackpressureInfo, MessageBuffer
 from .config import BufferConfig, ReconnectPolicy
+from .connect import FallbackError, connect
 from .emitter import EventEmitter
 from .errors import (
     BufferFullError,
@@ -21,11 +22,12 @@ from .errors import (
     TransportClosedError,
     TransportError,
     TransportLimitError,
+    UnsentMessagesError,
+    WebSocketClosed,
 )
 from .events import BufferStrategy, Event, TransportState, TransportType
-from .metrics import TransportHealth, TransportMetrics
-from .connect import FallbackError, connect
 from .manager import TransportManager
+from .metrics import TransportHealth, TransportMetrics
 from .parsers import NDJSONParser, SSEParser
 from .transports.sse import SSETransport
 from .transports.websocket import WebSocketTransport
@@ -62,6 +64,8 @@ __all__ = [
     "TransportClosedError",
     "TransportLimitError",
     "NotSupportedError",
+    "WebSocketClosed",
+    "UnsentMessagesError",
     "__version__",
 ]
 

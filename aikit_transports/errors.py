@@ -8,21 +8,25 @@
     ├── ProtocolError               the peer broke the protocol (bad JSON, too long, wrong type)
     │   └── MessageTooLarge         an event, line or frame exceeded its size limit
     ├── HeartbeatTimeout            no traffic within the idle or heartbeat time
+    │   └── WebSocketClosed         the WebSocket closed with a code (``code``, ``reason``)
     ├── ReconnectFailed             reconnection attempts ran out; ``__cause__`` is the last error
     ├── BufferFullError             a bounded queue refused an item (the WebSocket send queue)
     ├── TransportClosedError        the transport (or buffer) is closed
+    │   └── UnsentMessagesError     it ended with messages still queued (``unsent``)
     ├── TransportLimitError         a manager holds ``max_transports`` already
     └── NotSupportedError           the wire cannot do this (``send()`` on SSE without ``send_url``)
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Optional, Sequence
 
 __all__ = [
     "TransportError",
     "ConnectError",
     "HTTPStatusError",
+    "WebSocketClosed",
+    "UnsentMessagesError",
     "ProtocolError",
     "MessageTooLarge",
     "HeartbeatTimeout",
@@ -116,6 +120,19 @@ class HTTPStatusError(ConnectError):
         self.retry_after = retry_after
 
 
+class WebSocketClosed(ConnectError):
+    """The WebSocket ended with a close code (1006 when it was lost without a close frame).
+
+    ``code`` and ``reason`` are the server's; ``retryable`` follows SPEC §3 (1001, 1006, 1011,
+    1012, 1013 and 1014 reconnect; other codes fail the transport).
+    """
+
+    def __init__(self, message: str, *, code: int, reason: str = "", **context: Any) -> None:
+        super().__init__(message, **context)
+        self.code = code
+        self.reason = reason
+
+
 class ProtocolError(TransportError):
     """The peer broke the protocol: wrong content type, malformed or over-long data."""
 
@@ -143,6 +160,17 @@ class BufferFullError(TransportError):
 
 class TransportClosedError(TransportError):
     """The transport or buffer is closed."""
+
+
+class UnsentMessagesError(TransportClosedError):
+    """The transport ended while messages still waited in the send queue.
+
+    ``unsent`` holds them, oldest first, exactly as they were given to ``send()``.
+    """
+
+    def __init__(self, message: str, *, unsent: Sequence[Any], **context: Any) -> None:
+        super().__init__(message, **context)
+        self.unsent: List[Any] = list(unsent)
 
 
 class TransportLimitError(TransportError):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Optional
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-__all__ = ["redact_url", "redact_headers", "SECRET_MARK"]
+__all__ = ["redact_url", "redact_headers", "describe_exception", "SECRET_MARK"]
 
 SECRET_MARK = "***"
 _SECRET_QUERY = re.compile(r"token|key|secret|password|passwd|auth|sig|session|credential", re.I)
@@ -44,3 +44,17 @@ def redact_headers(headers: Optional[Mapping[str, str]]) -> dict[str, str]:
     if not headers:
         return {}
     return {k: (SECRET_MARK if _SECRET_HEADER.search(k) else v) for k, v in headers.items()}
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One credential-free line about a library exception: its type and message, with URLs
+    redacted and query strings cut (``requests`` and ``urllib3`` put whole URLs in messages)."""
+    words = []
+    for word in str(exc).split():
+        if "://" in word:
+            word = redact_url(word.strip("'\"(),")) or SECRET_MARK
+        elif "?" in word and "=" in word:
+            word = word.split("?", 1)[0] + "?" + SECRET_MARK
+        words.append(word)
+    text = " ".join(words)[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

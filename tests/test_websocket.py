@@ -30,16 +30,14 @@ from aikit_transports.errors import (
     ReconnectFailed,
     TransportClosedError,
     TransportError,
+    UnsentMessagesError,
+    WebSocketClosed,
 )
 from aikit_transports.events import TransportState
 from aikit_transports.testing.proxy import FaultProxy
 from aikit_transports.testing.ws import WebSocketServer
 from aikit_transports.transports.base import BaseTransport
-from aikit_transports.transports.websocket import (
-    UnsentMessagesError,
-    WebSocketClosed,
-    WebSocketTransport,
-)
+from aikit_transports.transports.websocket import WebSocketTransport
 
 FAST = ReconnectPolicy(initial_delay=0.02, max_delay=0.1, jitter=0, max_attempts=50)
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aikit_transports.events import Event
-from aikit_transports.transports.websocket import FrameError, FrameParser
+from aikit_transports.parsers.websocket import FrameError, FrameParser
 
 Message = Union[str, bytes]
 

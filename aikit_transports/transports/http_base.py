@@ -29,7 +29,7 @@ from ..errors import (
     TransportError,
 )
 from ..events import Event
-from ..redact import redact_url
+from ..redact import describe_exception, redact_url
 from .base import BaseTransport
 
 __all__ = ["HTTPTransportBase", "new_session"]
@@ -165,15 +165,17 @@ class HTTPTransportBase(BaseTransport):
         if isinstance(exc, requests.exceptions.SSLError) or _is_tls_error(exc):
             error: TransportError = ConnectError(
                 f"TLS failed (certificate not trusted or wrong host; nothing is sent without "
-                f"verification): {_short(exc)}",
+                f"verification): {describe_exception(exc)}",
                 retryable=False,
             )
         elif isinstance(exc, requests.exceptions.Timeout):
-            error = ConnectError(f"timed out after {self.timeout} s: {_short(exc)}", retryable=True)
+            error = ConnectError(
+                f"timed out after {self.timeout} s: {describe_exception(exc)}", retryable=True
+            )
         elif isinstance(exc, requests.exceptions.InvalidURL):
-            error = ConnectError(f"invalid URL: {_short(exc)}", retryable=False)
+            error = ConnectError(f"invalid URL: {describe_exception(exc)}", retryable=False)
         else:
-            error = ConnectError(f"connection failed: {_short(exc)}", retryable=True)
+            error = ConnectError(f"connection failed: {describe_exception(exc)}", retryable=True)
         error.__cause__ = None
         return error
 
@@ -287,7 +289,7 @@ class HTTPTransportBase(BaseTransport):
     def _read_failed(self, exc: BaseException) -> TransportError:
         if self._stop.is_set():
             return ConnectError("closed", retryable=False)
-        return ConnectError(f"connection lost: {_short(exc)}", retryable=True)
+        return ConnectError(f"connection lost: {describe_exception(exc)}", retryable=True)
 
     # -- sending -----------------------------------------------------------------------
 
@@ -343,18 +345,3 @@ def _is_tls_error(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSLError" in str(exc)
-
-
-def _short(exc: BaseException) -> str:
-    """A one-line, credential-free description of a library exception."""
-    text = str(exc)
-    # requests puts the full URL (with its query) into some messages: strip URLs out.
-    out = []
-    for word in text.split():
-        if "://" in word:
-            word = redact_url(word.strip("'\"(),")) or "***"
-        elif "?" in word and "=" in word:
-            word = word.split("?", 1)[0] + "?***"
-        out.append(word)
-    text = " ".join(out)
-    return f"{type(exc).__name__}: {text[:300]}"

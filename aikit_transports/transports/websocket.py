@@ -45,273 +45,32 @@ from ..errors import (
     ProtocolError,
     TransportClosedError,
     TransportError,
+    UnsentMessagesError,
+    WebSocketClosed,
 )
-from ..events import Event, TransportType, new_event
-from ..redact import redact_url
+from ..events import TransportType
+from ..parsers.websocket import (
+    NORMAL_CLOSE_CODES,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    RECONNECT_CLOSE_CODES,
+    FrameError,
+    FrameParser,
+    close_code_name,
+)
+from ..redact import describe_exception
 from ..timers import TimerHandle
 from .base import DONE, EOF_, BaseTransport, _check_timeout
 from .http_base import parse_retry_after
 
-__all__ = [
-    "WebSocketTransport",
-    "WebSocketClosed",
-    "UnsentMessagesError",
-    "FrameParser",
-    "FrameError",
-    "RECONNECT_CLOSE_CODES",
-]
-
-_OP_CONT = 0x0
-_OP_TEXT = 0x1
-_OP_BINARY = 0x2
-_OP_CLOSE = 0x8
-_OP_PING = 0x9
-_OP_PONG = 0xA
-
-#: Close codes after which the transport reconnects (SPEC §3); 1000 (and a close frame with no
-#: code, 1005) ends the stream with ``done``; any other code fails the transport.
-RECONNECT_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
-_NORMAL_CLOSE_CODES = frozenset({1000, 1005})
-
-_CLOSE_NAMES = {
-    1000: "normal closure",
-    1001: "going away",
-    1002: "protocol error",
-    1003: "unsupported data",
-    1005: "no status code",
-    1006: "connection lost without a close frame",
-    1007: "invalid payload data",
-    1008: "policy violation",
-    1009: "message too big",
-    1010: "mandatory extension",
-    1011: "internal server error",
-    1012: "service restart",
-    1013: "try again later",
-    1014: "bad gateway",
-    1015: "TLS handshake failure",
-}
+__all__ = ["WebSocketTransport"]
 
 _READ_SIZE = 65536
 #: How long ``close()`` waits for the server's reply to its close frame.
 _CLOSE_REPLY_WAIT = 1.0
-
-
-class WebSocketClosed(ConnectError):
-    """The connection ended with a close code (1006 when it was lost without a close frame).
-
-    ``code`` and ``reason`` are the server's; ``retryable`` follows SPEC §3 (1001, 1006, 1011,
-    1012, 1013 and 1014 reconnect; other codes fail the transport).
-    """
-
-    def __init__(self, code: int, reason: str = "", **context: Any) -> None:
-        name = _CLOSE_NAMES.get(code, "application code" if 3000 <= code < 5000 else "unknown")
-        message = f"connection closed with code {code} ({name})"
-        if reason:
-            message += f": {reason[:200]}"
-        context.setdefault("retryable", code in RECONNECT_CLOSE_CODES)
-        super().__init__(message, **context)
-        self.code = code
-        self.reason = reason
-
-
-class UnsentMessagesError(TransportClosedError):
-    """The transport ended while messages still waited in the send queue.
-
-    ``unsent`` holds them, oldest first, exactly as they were given to ``send()``.
-    """
-
-    def __init__(self, message: str, *, unsent: Sequence[Any], **context: Any) -> None:
-        super().__init__(message, **context)
-        self.unsent: List[Any] = list(unsent)
-
-
-class FrameError(Exception):
-    """A frame broke RFC 6455: ``code`` is the close code to send, ``events`` the messages
-    parsed before the bad frame (to be delivered: nothing received is lost)."""
-
-    def __init__(self, code: int, message: str, events: List[Event]) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.events = events
-
-
-def _parse_close(payload: bytes, events: List[Event]) -> Tuple[int, str]:
-    if not payload:
-        return 1005, ""
-    if len(payload) == 1:
-        raise FrameError(1002, "close frame with a 1-byte payload", events)
-    code = (payload[0] << 8) | payload[1]
-    return code, payload[2:].decode("utf-8", "replace")
-
-
-class FrameParser:
-    """Server-to-client frames in, messages out (sans-I/O, RFC 6455 §5).
-
-    :meth:`feed` takes bytes as read and returns the complete data messages as ``Event``s
-    (text: ``"message"`` with ``str`` data; binary: ``"binary"`` with ``bytes``), fragmented
-    messages reassembled. Pings and pongs are collected in ``controls``; a close frame sets
-    ``closed`` to ``(code, reason)`` and ends parsing. A broken frame, invalid UTF-8 or a
-    message larger than ``max_message_bytes`` (checked from the frame header, before the
-    payload is buffered) raises :class:`FrameError` with the close code to send.
-    """
-
-    def __init__(
-        self, max_message_bytes: int = 16 << 20, transport_id: Optional[str] = None
-    ) -> None:
-        self.max_message_bytes = max_message_bytes
-        self.transport_id = transport_id
-        self._short_limit = min(125, max_message_bytes)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget any partial frame or message (a new connection starts)."""
-        self._chunks: List[bytes] = []
-        self._buffered = 0
-        self._need = 0
-        self._frag_opcode = 0
-        self._frags: List[bytes] = []
-        self._frag_size = 0
-        self.controls: List[Tuple[int, bytes]] = []
-        self.closed: Optional[Tuple[int, str]] = None
-
-    def feed(self, chunk: bytes, now: Optional[float] = None) -> List[Event]:
-        """Parse ``chunk``; the messages it completed (``now`` is their ``received_at``)."""
-        if self.closed is not None:
-            return []
-        if self._chunks:
-            self._chunks.append(chunk)
-            self._buffered += len(chunk)
-            if self._buffered < self._need:
-                return []
-            data = b"".join(self._chunks)
-            self._chunks = []
-        else:
-            data = chunk
-        if now is None:
-            now = time.monotonic()
-        events: List[Event] = []
-        append = events.append
-        tid = self.transport_id
-        short = self._short_limit
-        frag = self._frag_opcode
-        n = len(data)
-        pos = 0
-        need = 0
-        try:
-            while True:
-                if n - pos < 2:
-                    need = 2
-                    break
-                b0 = data[pos]
-                b1 = data[pos + 1]
-                if b0 == 0x81 and b1 <= short and not frag:
-                    # the hot path: a short, unfragmented, unmasked text message
-                    end = pos + 2 + b1
-                    if end > n:
-                        need = 2 + b1
-                        break
-                    append(
-                        new_event(
-                            data[pos + 2 : end].decode("utf-8"), "message", None, None, tid, now
-                        )
-                    )
-                    pos = end
-                    continue
-                if b1 & 0x80:
-                    raise FrameError(1002, "the server sent a masked frame", events)
-                if b0 & 0x70:
-                    raise FrameError(
-                        1002, "reserved bits set but no extension was negotiated", events
-                    )
-                length = b1
-                start = pos + 2
-                if length == 126:
-                    if n - pos < 4:
-                        need = 4
-                        break
-                    length = (data[pos + 2] << 8) | data[pos + 3]
-                    start = pos + 4
-                elif length == 127:
-                    if n - pos < 10:
-                        need = 10
-                        break
-                    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                    start = pos + 10
-                opcode = b0 & 0x0F
-                fin = b0 & 0x80
-                if opcode >= 8:
-                    if opcode > _OP_PONG:
-                        raise FrameError(1002, f"unknown opcode {opcode:#x}", events)
-                    if not fin or length > 125:
-                        raise FrameError(1002, "fragmented or over-long control frame", events)
-                elif opcode > _OP_BINARY:
-                    raise FrameError(1002, f"unknown opcode {opcode:#x}", events)
-                else:
-                    total = length + self._frag_size if opcode == _OP_CONT else length
-                    if total > self.max_message_bytes:
-                        raise FrameError(
-                            1009,
-                            f"message of {total} bytes or more exceeds max_message_bytes "
-                            f"({self.max_message_bytes})",
-                            events,
-                        )
-                end = start + length
-                if end > n:
-                    need = end - pos
-                    break
-                payload = data[start:end]
-                pos = end
-                if opcode in (_OP_TEXT, _OP_BINARY):
-                    if frag:
-                        raise FrameError(
-                            1002, "a new message started inside a fragmented one", events
-                        )
-                    if fin:
-                        if opcode == _OP_TEXT:
-                            append(
-                                new_event(payload.decode("utf-8"), "message", None, None, tid, now)
-                            )
-                        else:
-                            append(new_event(payload, "binary", None, None, tid, now))
-                    else:
-                        frag = self._frag_opcode = opcode
-                        self._frags = [payload]
-                        self._frag_size = length
-                elif opcode == _OP_CONT:
-                    if not frag:
-                        raise FrameError(
-                            1002, "continuation frame outside a fragmented message", events
-                        )
-                    self._frags.append(payload)
-                    self._frag_size += length
-                    if fin:
-                        whole = b"".join(self._frags)
-                        self._frags = []
-                        self._frag_size = 0
-                        if frag == _OP_TEXT:
-                            append(
-                                new_event(whole.decode("utf-8"), "message", None, None, tid, now)
-                            )
-                        else:
-                            append(new_event(whole, "binary", None, None, tid, now))
-                        frag = self._frag_opcode = 0
-                elif opcode == _OP_CLOSE:
-                    self.closed = _parse_close(payload, events)
-                    return events  # nothing after a close frame counts
-                else:
-                    self.controls.append((opcode, payload))
-        except UnicodeDecodeError as exc:
-            raise FrameError(
-                1007, f"invalid UTF-8 in a text message ({exc.reason} at byte {exc.start})", events
-            ) from None
-        if pos < n:
-            self._chunks = [data[pos:]]
-            self._buffered = n - pos
-            self._need = need
-        else:
-            self._buffered = 0
-        return events
 
 
 class _Outgoing(NamedTuple):
@@ -324,12 +83,12 @@ class _Outgoing(NamedTuple):
 def _encode(data: Any) -> Tuple[bytes, int]:
     """The payload and opcode for ``data`` (str → text, bytes-like → binary, dict/list → JSON)."""
     if isinstance(data, str):
-        return data.encode("utf-8"), _OP_TEXT
+        return data.encode("utf-8"), OP_TEXT
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data), _OP_BINARY
+        return bytes(data), OP_BINARY
     if isinstance(data, (dict, list)):
         try:
-            return _json.dumps(data).encode("utf-8"), _OP_TEXT
+            return _json.dumps(data).encode("utf-8"), OP_TEXT
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"send(): the {type(data).__name__} is not JSON serializable: {exc}"
@@ -359,17 +118,14 @@ else:  # pragma: no cover - Windows
         return bool(select.select([], [sock], [], 0)[1])
 
 
-def _describe(exc: BaseException) -> str:
-    """One credential-free line about a library exception (URLs and query strings cut out)."""
-    words = []
-    for word in str(exc).split():
-        if "://" in word:
-            word = redact_url(word.strip("'\"(),")) or "***"
-        elif "?" in word and "=" in word:
-            word = word.split("?", 1)[0] + "?***"
-        words.append(word)
-    text = " ".join(words)[:300]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _closed(code: int, reason: str = "", detail: str = "") -> WebSocketClosed:
+    """The error for a connection that ended with ``code``."""
+    message = f"connection closed with code {code} ({close_code_name(code)})"
+    if reason or detail:
+        message += f": {(reason or detail)[:200]}"
+    return WebSocketClosed(
+        message, code=code, reason=reason, retryable=code in RECONNECT_CLOSE_CODES
+    )
 
 
 def _default_ca_bundle() -> str:
@@ -670,7 +426,7 @@ class WebSocketTransport(BaseTransport):
         try:
             if self._writable is not sock:
                 return False
-            if opcode == _OP_CLOSE:
+            if opcode == OP_CLOSE:
                 self._writable = None
             if not _can_write(sock):
                 return False
@@ -717,7 +473,8 @@ class WebSocketTransport(BaseTransport):
         except OSError as exc:
             self._release()
             raise ConnectError(
-                f"connection lost while sending queued messages: {_describe(exc)}", retryable=True
+                f"connection lost while sending queued messages: {describe_exception(exc)}",
+                retryable=True,
             ) from None
         except BaseException:
             self._release()
@@ -747,20 +504,24 @@ class WebSocketTransport(BaseTransport):
                 retryable=False,
             )
         if isinstance(exc, ssl.SSLError):
-            return ConnectError(f"TLS handshake failed: {_describe(exc)}", retryable=True)
+            return ConnectError(f"TLS handshake failed: {describe_exception(exc)}", retryable=True)
         if isinstance(exc, (websocket.WebSocketTimeoutException, socket.timeout)):
             return ConnectError(
-                f"timed out after {self.timeout} s: {_describe(exc)}", retryable=True
+                f"timed out after {self.timeout} s: {describe_exception(exc)}", retryable=True
             )
         if isinstance(exc, websocket.WebSocketProxyException):
-            return ConnectError(f"proxy failed: {_describe(exc)}", retryable=True)
+            return ConnectError(f"proxy failed: {describe_exception(exc)}", retryable=True)
         if isinstance(exc, websocket.WebSocketAddressException):
-            return ConnectError(f"could not resolve the host: {_describe(exc)}", retryable=True)
+            return ConnectError(
+                f"could not resolve the host: {describe_exception(exc)}", retryable=True
+            )
         if isinstance(exc, (websocket.WebSocketConnectionClosedException, OSError)):
-            return ConnectError(f"connection failed: {_describe(exc)}", retryable=True)
+            return ConnectError(f"connection failed: {describe_exception(exc)}", retryable=True)
         text = str(exc)
         if "SSL" in text and ("certificate" in text or "loading failed" in text):
-            return ConnectError(f"TLS configuration failed: {_describe(exc)}", retryable=False)
+            return ConnectError(
+                f"TLS configuration failed: {describe_exception(exc)}", retryable=False
+            )
         if "Invalid WebSocket Header" in text:
             offered = (
                 f" (none of the subprotocols {self.subprotocols} was accepted?)"
@@ -771,7 +532,9 @@ class WebSocketTransport(BaseTransport):
                 f"WebSocket handshake failed: the server's upgrade response is not valid{offered}",
                 retryable=False,
             )
-        return ConnectError(f"WebSocket handshake failed: {_describe(exc)}", retryable=True)
+        return ConnectError(
+            f"WebSocket handshake failed: {describe_exception(exc)}", retryable=True
+        )
 
     def _release(self) -> None:
         self._stop_heartbeat()
@@ -861,15 +624,15 @@ class WebSocketTransport(BaseTransport):
             return ConnectError("closed", retryable=False)
         write_error = self._write_error
         if write_error is not None:
-            return WebSocketClosed(
-                1006, f"the connection broke while sending ({_describe(write_error)})"
+            return _closed(
+                1006,
+                detail=f"the connection broke while sending ({describe_exception(write_error)})",
             )
-        detail = _describe(exc) if exc is not None else "end of stream"
-        return WebSocketClosed(1006, detail)
+        return _closed(1006, detail=describe_exception(exc) if exc is not None else "end of stream")
 
     def _frame_failed(self, sock: socket.socket, exc: FrameError) -> TransportError:
         """Fail the connection (RFC 6455 §7.1.7): close with the code, then drop it."""
-        self._write_control(sock, _OP_CLOSE, exc.code.to_bytes(2, "big"), wait=False)
+        self._write_control(sock, OP_CLOSE, exc.code.to_bytes(2, "big"), wait=False)
         if exc.code == 1009:
             return MessageTooLarge(f"{exc.message} (closed with 1009)")
         return ProtocolError(f"{exc.message} (closed with {exc.code})", retryable=True)
@@ -877,7 +640,7 @@ class WebSocketTransport(BaseTransport):
     def _on_controls(self, sock: socket.socket) -> None:
         controls = self._parser.controls
         for opcode, payload in controls:
-            if opcode == _OP_PING:
+            if opcode == OP_PING:
                 self._pong_due = payload  # only the latest ping needs an answer (RFC 6455 §5.5.3)
             elif payload == self._ping_payload:
                 sent_at = self._ping_sent_at
@@ -886,7 +649,7 @@ class WebSocketTransport(BaseTransport):
                 self._ping_payload = None
         controls.clear()
         pong = self._pong_due
-        if pong is not None and self._write_control(sock, _OP_PONG, pong, wait=False):
+        if pong is not None and self._write_control(sock, OP_PONG, pong, wait=False):
             self._pong_due = None
 
     def _on_close_frame(self, sock: socket.socket, code: int, reason: str) -> str:
@@ -896,12 +659,12 @@ class WebSocketTransport(BaseTransport):
             return EOF_
         # Echo the code (RFC 6455 §5.5.1); after it no application frame may go out.
         self._write_control(
-            sock, _OP_CLOSE, b"" if code == 1005 else code.to_bytes(2, "big"), wait=True
+            sock, OP_CLOSE, b"" if code == 1005 else code.to_bytes(2, "big"), wait=True
         )
-        if code in _NORMAL_CLOSE_CODES:
+        if code in NORMAL_CLOSE_CODES:
             self.log.info("%s: closed by the server (%d)", self.id, code)
             return DONE
-        raise WebSocketClosed(code, reason)
+        raise _closed(code, reason)
 
     # -- heartbeat ----------------------------------------------------------------------
 
@@ -939,7 +702,7 @@ class WebSocketTransport(BaseTransport):
             self._ping_count += 1
             payload = b"%d" % self._ping_count
             now = time.monotonic()
-            sent = self._write_control(sock, _OP_PING, payload, wait=False)
+            sent = self._write_control(sock, OP_PING, payload, wait=False)
             # When the socket cannot take even a ping, the deadline runs all the same.
             self._ping_payload = payload if sent else None
             self._ping_sent_at = now
@@ -1006,7 +769,7 @@ class WebSocketTransport(BaseTransport):
                 self._closing = True
                 if _can_write(sock):
                     try:
-                        sock.sendall(_frame(_CLOSE_NORMAL_FRAME_PAYLOAD, _OP_CLOSE))
+                        sock.sendall(_frame(_CLOSE_NORMAL_FRAME_PAYLOAD, OP_CLOSE))
                         sent = True
                     except OSError:
                         pass
