@@ -68,8 +68,8 @@ from .events import TransportState, TransportType
 from .metrics import TransportHealth, TransportMetrics
 from .timers import Scheduler, TimerHandle
 from .transports.base import BaseTransport
-from .transports.http_base import new_session
 from .transports.registry import WireSpec, accepts_option, normalise_wire, resolve_transport
+from .transports.sessions import new_session
 
 __all__ = ["TransportManager"]
 

@@ -397,3 +397,32 @@ def test_send_posts_to_send_url(stream_server: StreamServer) -> None:
     t.send({"ack": 1})
     t.close()
     assert json.loads(stream_server.requests[-1].body) == {"ack": 1}
+
+
+def test_close_while_the_server_never_answers_returns_promptly(
+    stream_server: StreamServer,
+) -> None:
+    def silent(request: Any, writer: Any) -> None:
+        writer.hold(10)  # accept the request, answer nothing until the client goes away
+
+    stream_server.route("/silent", silent)
+    t = SSETransport(stream_server.url("/silent"), timeout=30)
+    connecting = threading.Event()
+    t.on("connecting", connecting.set)
+    outcome: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            t.connect()
+        except TransportError as exc:
+            outcome.append(exc)
+
+    connector = threading.Thread(target=connect)
+    connector.start()
+    assert connecting.wait(5)
+    stream_server.wait_for_requests(1)
+    started = time.monotonic()
+    t.close(timeout=1.0)
+    assert time.monotonic() - started < 2.0  # the reader waited for headers; close() cut it
+    connector.join(5)
+    assert isinstance(outcome[0], TransportClosedError)

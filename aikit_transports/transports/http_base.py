@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from ..errors import (
     ConnectError,
@@ -31,20 +30,12 @@ from ..errors import (
 from ..events import Event
 from ..redact import describe_exception, redact_url
 from .base import BaseTransport
+from .sessions import new_session, watch_sockets
 
-__all__ = ["HTTPTransportBase", "new_session"]
+__all__ = ["HTTPTransportBase"]
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _HTTP_SCHEMES = ("http", "https")
-
-
-def new_session(pool_maxsize: int = 10) -> requests.Session:
-    """A ``requests.Session`` whose pools keep ``pool_maxsize`` connections per host."""
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=pool_maxsize, pool_maxsize=pool_maxsize)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:
@@ -141,24 +132,31 @@ class HTTPTransportBase(BaseTransport):
                 self.last_event_id,
             )
         try:
-            resp = self._session.request(
-                self.method,
-                self.url,
-                params=self.params,
-                json=self.json_body,
-                data=self.data_body,
-                headers=self._request_headers(),
-                stream=stream,
-                timeout=(self.timeout, self.timeout),
-                verify=self.verify,
-                cert=self.cert,
-                proxies=self.proxies,
-            )
+            with watch_sockets(self._watch_socket):
+                resp = self._session.request(
+                    self.method,
+                    self.url,
+                    params=self.params,
+                    json=self.json_body,
+                    data=self.data_body,
+                    headers=self._request_headers(),
+                    stream=stream,
+                    timeout=(self.timeout, self.timeout),
+                    verify=self.verify,
+                    cert=self.cert,
+                    proxies=self.proxies,
+                )
         except requests.RequestException as exc:
             raise self._request_failed(exc) from None
         if resp.status_code >= 300:
             self._raise_status(resp)
         return resp
+
+    def _watch_socket(self, sock: socket.socket) -> None:
+        """Remember the socket of the request under way, so that ``close()`` can cut it."""
+        self._sock = sock
+        if self._stop.is_set():
+            self._interrupt()
 
     def _request_failed(self, exc: requests.RequestException) -> TransportError:
         """A typed, credential-free error for a failed request."""
@@ -289,6 +287,11 @@ class HTTPTransportBase(BaseTransport):
     def _read_failed(self, exc: BaseException) -> TransportError:
         if self._stop.is_set():
             return ConnectError("closed", retryable=False)
+        if "IncompleteRead" in str(exc) or "InvalidChunkLength" in str(exc):
+            return ConnectError(
+                "connection lost: the server closed it in the middle of the response",
+                retryable=True,
+            )
         return ConnectError(f"connection lost: {describe_exception(exc)}", retryable=True)
 
     # -- sending -----------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""``requests`` sessions whose in-flight request can be cut from another thread.
+
+``close()`` must return promptly even while the reader waits for a server that accepted the
+connection but never answers. The socket of a request is only reachable from inside urllib3,
+so the sessions made here use connection classes that report their socket (on connect, and
+on every request over a kept-alive connection) to a callback registered for the current
+thread with :func:`watch_sockets`; the transport shuts that socket down to wake its reader.
+A user-supplied session is used as it is (its waits are bounded by ``timeout`` instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from typing import Any, Callable, Iterator
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.poolmanager import PoolManager
+
+__all__ = ["new_session", "watch_sockets"]
+
+SocketCallback = Callable[[socket.socket], None]
+_watch = threading.local()
+
+
+def _report(sock: Any) -> None:
+    callback = getattr(_watch, "callback", None)
+    if callback is not None and isinstance(sock, socket.socket):
+        callback(sock)
+
+
+class _ReportingHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _report(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _report(self.sock)  # a kept-alive connection: no connect() this time
+        super().request(*args, **kwargs)
+
+
+class _ReportingHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _report(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _report(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _ReportingHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _ReportingHTTPConnection
+
+
+class _ReportingHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _ReportingHTTPSConnection
+
+
+def _use_reporting_pools(manager: PoolManager) -> PoolManager:
+    manager.pool_classes_by_scheme = {"http": _ReportingHTTPPool, "https": _ReportingHTTPSPool}
+    return manager
+
+
+class _InterruptibleAdapter(HTTPAdapter):
+    """An adapter whose pools (direct and through HTTP proxies) report their sockets."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _use_reporting_pools(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if isinstance(manager, PoolManager):
+            _use_reporting_pools(manager)
+        return manager
+
+
+def new_session(pool_maxsize: int = 10) -> requests.Session:
+    """A session keeping ``pool_maxsize`` connections per host, whose requests can be cut."""
+    session = requests.Session()
+    adapter = _InterruptibleAdapter(pool_connections=pool_maxsize, pool_maxsize=pool_maxsize)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+@contextlib.contextmanager
+def watch_sockets(callback: SocketCallback) -> Iterator[None]:
+    """Call ``callback(sock)`` with the socket of every request this thread makes meanwhile."""
+    previous = getattr(_watch, "callback", None)
+    _watch.callback = callback
+    try:
+        yield
+    finally:
+        _watch.callback = previous
