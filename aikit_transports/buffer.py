@@ -203,6 +203,13 @@ class MessageBuffer(Generic[T]):
     def _info(self) -> BackpressureInfo:
         return BackpressureInfo(len(self._items), self.max_size, self.strategy, self.dropped)
 
+    def requeue(self, items: Sequence[T]) -> None:
+        """Put ``items`` back at the head, in order (a consumer stopped in the middle of a
+        batch it had taken). Never dropped, even past ``max_size`` or after :meth:`close`."""
+        with self._mutex:
+            self._items.extendleft(reversed(items))
+            self._not_empty.notify_all()
+
     def clear(self) -> list[T]:
         """Remove and return everything buffered."""
         with self._mutex:

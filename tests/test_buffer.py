@@ -138,3 +138,12 @@ def test_water_marks_fire_once_per_crossing() -> None:
 def test_bad_config_names_the_option(kwargs: dict[str, object], option: str) -> None:
     with pytest.raises(ValueError, match=option):
         BufferConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_requeue_puts_items_back_at_the_head() -> None:
+    buf = make("block", size=3)
+    buf.put_many([4, 5])
+    buf.requeue([1, 2, 3])
+    assert len(buf) == 5
+    buf.close()
+    assert buf.get_batch() == [1, 2, 3, 4, 5]

@@ -426,3 +426,16 @@ def test_close_while_the_server_never_answers_returns_promptly(
     assert time.monotonic() - started < 2.0  # the reader waited for headers; close() cut it
     connector.join(5)
     assert isinstance(outcome[0], TransportClosedError)
+
+
+def test_a_new_iterator_continues_where_a_broken_off_one_stopped(
+    stream_server: StreamServer,
+) -> None:
+    with SSETransport(stream_server.url("/sse?count=300&end=sentinel")) as t:
+        first = []
+        for event in t.iter_events(timeout=10):
+            first.append(event)
+            if len(first) == 5:
+                break  # the rest of the batch it had taken must not be lost
+        rest = list(t.iter_events(timeout=10))
+    assert ids(first + rest) == list(range(1, 301))

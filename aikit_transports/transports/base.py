@@ -722,7 +722,7 @@ class EventIterator(Iterator[Event]):
     def __next__(self) -> Event:
         pos = self._pos
         batch = self._batch
-        if pos < len(batch):
+        if pos < len(batch) and not self._transport._paused:
             self._pos = pos + 1
             return batch[pos]
         return self._next_batch()
@@ -734,6 +734,8 @@ class EventIterator(Iterator[Event]):
             raise StopIteration
         if transport._paused:
             self._wait_resumed()
+            if self._pos < len(self._batch):
+                return self.__next__()
         try:
             batch = buf.get_batch(self._timeout)
         except queue.Empty:
@@ -760,9 +762,13 @@ class EventIterator(Iterator[Event]):
                 transport._pause_cond.wait(remaining)
 
     def close(self) -> None:
-        """Stop iterating; events not yet taken stay for the next consumer."""
+        """Stop iterating; events not yet yielded stay for the next consumer."""
         buf, self._buf = self._buf, None
         if buf is not None:
+            rest = self._batch[self._pos :]
+            self._batch = []
+            if rest:
+                buf.requeue(rest)
             self._transport._remove_consumer(buf)
 
     def __enter__(self) -> EventIterator:

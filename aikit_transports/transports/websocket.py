@@ -572,7 +572,7 @@ class WebSocketTransport(BaseTransport):
         parser = self._parser
         publish = self._publish
         m = self._m
-        recv = sock.recv
+        recv = self._tls_recv if isinstance(sock, ssl.SSLSocket) else sock.recv
         monotonic = time.monotonic
         stop = self._stop
         try:
@@ -605,6 +605,23 @@ class WebSocketTransport(BaseTransport):
         except OSError as exc:
             raise self._lost(exc) from None
         return EOF_
+
+    def _tls_recv(self, size: int) -> bytes:
+        """Read from a TLS socket without racing a writer.
+
+        OpenSSL forbids using one connection from two threads at once (a read and a write
+        crossing corrupt the session now and then), so the reader waits for data outside
+        ``_frame_write_lock`` and reads inside it, as every writer writes inside it.
+        """
+        sock = self._sock
+        if not isinstance(sock, ssl.SSLSocket):
+            raise OSError("the connection is gone")
+        if not sock.pending():
+            readable, _, _ = select.select([sock], [], [], self._io_timeout)
+            if not readable:
+                raise socket.timeout("timed out")
+        with self._frame_write_lock:
+            return sock.recv(size)
 
     def _quiet(self) -> None:
         """The socket was silent for ``_io_timeout``: a stall only without heartbeats."""
