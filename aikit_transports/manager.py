@@ -69,7 +69,7 @@ from .metrics import TransportHealth, TransportMetrics
 from .timers import Scheduler, TimerHandle
 from .transports.base import BaseTransport
 from .transports.registry import WireSpec, accepts_option, normalise_wire, resolve_transport
-from .transports.sessions import new_session
+from .transports.sessions import close_session, new_session
 
 __all__ = ["TransportManager"]
 
@@ -354,7 +354,7 @@ class TransportManager:
         with self._lock:
             session, self._session = self._session, None
         if session is not None:
-            session.close()
+            close_session(session)
 
     @property
     def closed(self) -> bool:

@@ -30,7 +30,7 @@ from ..errors import (
 from ..events import Event
 from ..redact import describe_exception, redact_url
 from .base import BaseTransport
-from .sessions import new_session, watch_sockets
+from .sessions import close_session, new_session, watch_sockets
 
 __all__ = ["HTTPTransportBase"]
 
@@ -141,7 +141,7 @@ class HTTPTransportBase(BaseTransport):
                     data=self.data_body,
                     headers=self._request_headers(),
                     stream=stream,
-                    timeout=(self.timeout, self.timeout),
+                    timeout=(self.timeout, self._read_timeout()),
                     verify=self.verify,
                     cert=self.cert,
                     proxies=self.proxies,
@@ -151,6 +151,10 @@ class HTTPTransportBase(BaseTransport):
         if resp.status_code >= 300:
             self._raise_status(resp)
         return resp
+
+    def _read_timeout(self) -> Optional[float]:
+        """Seconds to wait for the response to begin (a long poll waits longer than ``timeout``)."""
+        return self.timeout
 
     def _watch_socket(self, sock: socket.socket) -> None:
         """Remember the socket of the request under way, so that ``close()`` can cut it."""
@@ -200,10 +204,13 @@ class HTTPTransportBase(BaseTransport):
 
     def _release(self) -> None:
         """Close the response and its socket: a stream's connection is never handed back to
-        the pool half-read, and the socket goes even if something still holds the response."""
+        the pool half-read, and the socket goes even if something still holds the response.
+        A body read to its end was already handed back by urllib3: its socket is left open."""
         resp, self._resp = self._resp, None
         sock, self._sock = self._sock, None
         if resp is not None:
+            if getattr(resp.raw, "connection", True) is None:  # back in the pool
+                sock = None
             try:
                 resp.close()
             except Exception:
@@ -222,7 +229,7 @@ class HTTPTransportBase(BaseTransport):
 
     def _on_stopped(self) -> None:
         if self._own_session:
-            self._session.close()
+            close_session(self._session)
 
     # -- reading -----------------------------------------------------------------------
 

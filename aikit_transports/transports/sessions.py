@@ -21,7 +21,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager
 
-__all__ = ["new_session", "watch_sockets"]
+__all__ = ["new_session", "close_session", "watch_sockets"]
 
 SocketCallback = Callable[[socket.socket], None]
 _watch = threading.local()
@@ -87,6 +87,27 @@ def new_session(pool_maxsize: int = 10) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def close_session(session: requests.Session) -> None:
+    """Close ``session`` and every connection it keeps.
+
+    ``Session.close()`` alone leaves pooled sockets to the garbage collector with urllib3 2.x
+    (its pool managers no longer close their pools when cleared), so a pool that something
+    still references (a traceback kept by the user, say) would keep its socket open.
+    """
+    for adapter in session.adapters.values():
+        managers = [getattr(adapter, "poolmanager", None)]
+        managers.extend(getattr(adapter, "proxy_manager", {}).values())
+        for manager in managers:
+            pools = getattr(manager, "pools", None)
+            if pools is None:
+                continue
+            for key in list(pools.keys()):
+                pool = pools.get(key)
+                if pool is not None:
+                    pool.close()
+    session.close()
 
 
 @contextlib.contextmanager
