@@ -70,6 +70,7 @@ from .timers import Scheduler, TimerHandle
 from .transports.base import BaseTransport
 from .transports.registry import WireSpec, accepts_option, normalise_wire, resolve_transport
 from .transports.sessions import close_session, new_session
+from .validate import check_int, check_seconds
 
 __all__ = ["TransportManager"]
 
@@ -175,12 +176,12 @@ class TransportManager:
         max_workers: int = 4,
         pool_maxsize: int = 10,
     ) -> None:
-        _check_count("max_transports", max_transports)
-        _check_count("max_workers", max_workers)
-        _check_count("pool_maxsize", pool_maxsize)
-        _check_seconds("idle_timeout", idle_timeout, allow_none=True)
-        _check_seconds("cleanup_interval", cleanup_interval, allow_none=False)
-        _check_seconds("health_check_interval", health_check_interval, allow_none=True)
+        check_int("max_transports", max_transports)
+        check_int("max_workers", max_workers)
+        check_int("pool_maxsize", pool_maxsize)
+        check_seconds("idle_timeout", idle_timeout, allow_none=True)
+        check_seconds("cleanup_interval", cleanup_interval, allow_none=False)
+        check_seconds("health_check_interval", health_check_interval, allow_none=True)
         self.max_transports = max_transports
         self.idle_timeout = idle_timeout
         self.cleanup_interval = float(cleanup_interval)
@@ -579,14 +580,3 @@ class TransportManager:
         return {"total": len(transports), "by_type": by_type, "by_state": by_state}
 
 
-def _check_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
-
-
-def _check_seconds(name: str, value: Any, *, allow_none: bool) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        more = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be a positive number of seconds{more}, not {value!r}")

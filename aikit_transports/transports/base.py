@@ -47,6 +47,7 @@ from ..events import BufferStrategy, Event, TransportState, TransportType
 from ..metrics import MetricsRecorder, TransportHealth, TransportMetrics
 from ..redact import redact_url
 from ..timers import Scheduler, default_scheduler
+from ..validate import check_seconds
 
 __all__ = ["BaseTransport", "EventIterator"]
 
@@ -55,15 +56,6 @@ log = logging.getLogger("aikit_transports")
 DONE = "done"
 EOF_ = "eof"
 _UNHEALTHY_AFTER = 3
-
-
-def _check_timeout(name: str, value: Optional[float], allow_none: bool = True) -> None:
-    if value is None:
-        if not allow_none:
-            raise ValueError(f"{name} must be a number of seconds")
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
 
 
 class BaseTransport:
@@ -98,8 +90,8 @@ class BaseTransport:
                 f"url scheme {scheme or '(none)'!r} is not supported by {type(self).__name__}; "
                 f"use one of {', '.join(self.schemes)}"
             )
-        _check_timeout("timeout", timeout, allow_none=False)
-        _check_timeout("idle_timeout", idle_timeout)
+        check_seconds("timeout", timeout, allow_none=False)
+        check_seconds("idle_timeout", idle_timeout)
         if reconnect is not None and not isinstance(reconnect, ReconnectPolicy):
             raise ValueError("reconnect must be a ReconnectPolicy")
         if buffer is not None and not isinstance(buffer, BufferConfig):
@@ -213,7 +205,7 @@ class BaseTransport:
         ``timeout`` bounds the wait for each event (then ``TimeoutError``).
         """
         if timeout is not None:
-            _check_timeout("timeout", timeout)
+            check_seconds("timeout", timeout)
         return EventIterator(self, timeout)
 
     def __iter__(self) -> Iterator[Event]:

@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..events import Event
 from ..redact import describe_exception, redact_url
+from ..validate import check_int
 from .base import BaseTransport
 from .sessions import close_session, new_session, watch_sockets
 
@@ -94,8 +95,7 @@ class HTTPTransportBase(BaseTransport):
             raise ValueError("session must be a requests.Session")
         if send_url is not None and not str(send_url).lower().startswith(("http://", "https://")):
             raise ValueError("send_url must be an http:// or https:// URL")
-        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-            raise ValueError("chunk_size must be a positive integer")
+        check_int("chunk_size", chunk_size)
         self.method = method
         self.params = dict(params) if params else None
         self.json_body = json

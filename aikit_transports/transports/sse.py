@@ -8,6 +8,7 @@ from typing import Any, Optional
 from ..errors import ProtocolError
 from ..events import Event, TransportType
 from ..parsers.sse import SSEParser
+from ..validate import check_int
 from .base import DONE
 from .http_base import HTTPTransportBase
 
@@ -40,12 +41,7 @@ class SSETransport(HTTPTransportBase):
         super().__init__(url, last_event_id=last_event_id, **options)
         if done_sentinel is not None and not isinstance(done_sentinel, str):
             raise ValueError("done_sentinel must be a string or None")
-        if (
-            not isinstance(max_event_bytes, int)
-            or isinstance(max_event_bytes, bool)
-            or max_event_bytes < 1
-        ):
-            raise ValueError("max_event_bytes must be a positive integer")
+        check_int("max_event_bytes", max_event_bytes)
         self.done_sentinel = done_sentinel
         self.max_event_bytes = max_event_bytes
         self._no_content = False

@@ -63,7 +63,8 @@ from ..parsers.websocket import (
 )
 from ..redact import describe_exception
 from ..timers import TimerHandle
-from .base import DONE, EOF_, BaseTransport, _check_timeout
+from ..validate import check_int, check_seconds
+from .base import DONE, EOF_, BaseTransport
 from .http_base import parse_retry_after
 
 __all__ = ["WebSocketTransport"]
@@ -219,20 +220,10 @@ class WebSocketTransport(BaseTransport):
             raise ValueError("subprotocols must be a list of non-empty strings")
         if origin is not None and not isinstance(origin, str):
             raise ValueError("origin must be a string")
-        _check_timeout("heartbeat_interval", heartbeat_interval)
-        _check_timeout("heartbeat_timeout", heartbeat_timeout, allow_none=False)
-        if (
-            not isinstance(send_queue_size, int)
-            or isinstance(send_queue_size, bool)
-            or send_queue_size < 0
-        ):
-            raise ValueError("send_queue_size must be an integer >= 0")
-        if (
-            not isinstance(max_message_bytes, int)
-            or isinstance(max_message_bytes, bool)
-            or max_message_bytes < 1
-        ):
-            raise ValueError("max_message_bytes must be a positive integer")
+        check_seconds("heartbeat_interval", heartbeat_interval)
+        check_seconds("heartbeat_timeout", heartbeat_timeout, allow_none=False)
+        check_int("send_queue_size", send_queue_size, minimum=0)
+        check_int("max_message_bytes", max_message_bytes)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()):
             raise ValueError("headers must map strings to strings")
         self.subprotocols: Optional[List[str]] = list(subprotocols) if subprotocols else None
@@ -362,7 +353,7 @@ class WebSocketTransport(BaseTransport):
         sends to finish their frames (then ``TimeoutError``, and nothing is sent).
         """
         if timeout is not None:
-            _check_timeout("timeout", timeout)
+            check_seconds("timeout", timeout)
         payload, opcode = _encode(data)
         frame = _frame(payload, opcode)
         lock = self._frame_write_lock
