@@ -33,6 +33,21 @@ def ids(events: list[Event]) -> list[int]:
     return [int(e.id or 0) for e in events]
 
 
+def connect_in_background(t: SSETransport) -> tuple[threading.Thread, list[TransportError]]:
+    """Start ``t.connect()`` in a thread; the list receives the error it raises."""
+    outcome: list[TransportError] = []
+
+    def connect() -> None:
+        try:
+            t.connect()
+        except TransportError as exc:
+            outcome.append(exc)
+
+    connector = threading.Thread(target=connect)
+    connector.start()
+    return connector, outcome
+
+
 def test_reconnects_through_many_drops_without_loss_or_duplicates(
     stream_server: StreamServer,
 ) -> None:
@@ -244,16 +259,7 @@ def test_close_during_backoff_returns_promptly(stream_server: StreamServer) -> N
     t = SSETransport(stream_server.url("/sse?status=503"), reconnect=policy)
     waiting = threading.Event()
     t.on("reconnecting", lambda *a: waiting.set())
-    outcome: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            t.connect()
-        except TransportError as exc:
-            outcome.append(exc)
-
-    connector = threading.Thread(target=connect)
-    connector.start()
+    connector, outcome = connect_in_background(t)
     assert waiting.wait(10)
     started = time.monotonic()
     t.close()
@@ -409,16 +415,7 @@ def test_close_while_the_server_never_answers_returns_promptly(
     t = SSETransport(stream_server.url("/silent"), timeout=30)
     connecting = threading.Event()
     t.on("connecting", connecting.set)
-    outcome: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            t.connect()
-        except TransportError as exc:
-            outcome.append(exc)
-
-    connector = threading.Thread(target=connect)
-    connector.start()
+    connector, outcome = connect_in_background(t)
     assert connecting.wait(5)
     stream_server.wait_for_requests(1)
     started = time.monotonic()
