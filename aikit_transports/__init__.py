@@ -29,6 +29,7 @@ from .events import BufferStrategy, Event, TransportState, TransportType
 from .manager import TransportManager
 from .metrics import TransportHealth, TransportMetrics
 from .parsers import NDJSONParser, SSEParser
+from .transports.http_stream import HTTPStreamTransport
 from .transports.sse import SSETransport
 from .transports.websocket import WebSocketTransport
 
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SSETransport",
     "WebSocketTransport",
+    "HTTPStreamTransport",
     "TransportManager",
     "connect",
     "FallbackError",

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 import requests
+from urllib3.exceptions import ReadTimeoutError
 
 from ..errors import (
     ConnectError,
@@ -28,7 +29,8 @@ from ..errors import (
     TransportError,
 )
 from ..events import Event
-from ..redact import describe_exception, redact_url
+from ..logs import snippet
+from ..redact import describe_exception, redact_headers, redact_url
 from ..validate import check_int
 from .base import BaseTransport
 from .sessions import close_session, new_session, watch_sockets
@@ -64,6 +66,24 @@ def _response_socket(resp: requests.Response) -> Optional[socket.socket]:
     except AttributeError:
         return None
     return found if isinstance(found, socket.socket) else None
+
+
+def cut_in_headers(resp: requests.Response) -> bool:
+    """Whether the connection of ``resp`` ended inside its header block.
+
+    ``http.client`` takes an end of stream there for the end of the headers, so a connection
+    cut at that moment looks like a complete answer with headers missing (a ``Content-Type``
+    of ``"tex"``, or none). Told apart by reading the body: a cut leaves none (or a truncated
+    one), while a real answer has a body, declares an empty one, or keeps the connection open.
+    Consumes at most one byte of the body: call it only on a response about to be refused.
+    """
+    try:
+        first = resp.raw.read(1, decode_content=False)
+    except (socket.timeout, TimeoutError, ReadTimeoutError):
+        return False  # the connection is alive, just quiet
+    except Exception:  # a truncated body: IncompleteRead, urllib3's ProtocolError, a reset
+        return True
+    return not first and "Content-Length" not in resp.headers
 
 
 class HTTPTransportBase(BaseTransport):
@@ -125,11 +145,11 @@ class HTTPTransportBase(BaseTransport):
         """Make the stream request; a typed error for anything but a 2xx answer."""
         if self.debug:
             self.log.debug(
-                "%s: %s %s Last-Event-ID=%r",
+                "%s: %s %s headers=%s",
                 self.id,
                 self.method,
                 self.safe_url,
-                self.last_event_id,
+                redact_headers(self._request_headers()),
             )
         try:
             with watch_sockets(self._watch_socket):
@@ -148,6 +168,14 @@ class HTTPTransportBase(BaseTransport):
                 )
         except requests.RequestException as exc:
             raise self._request_failed(exc) from None
+        if self.debug:
+            self.log.debug(
+                "%s: HTTP %d %s headers=%s",
+                self.id,
+                resp.status_code,
+                resp.reason,
+                redact_headers(resp.headers),
+            )
         if resp.status_code >= 300:
             self._raise_status(resp)
         return resp
@@ -253,9 +281,12 @@ class HTTPTransportBase(BaseTransport):
         m = self._m
         stop = self._stop
         monotonic = time.monotonic
+        debug = self.debug
         try:
             while not stop.is_set():
                 chunk = read1(size, True) if read1 is not None else raw.read(size, True)
+                if debug:
+                    self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
                 if not chunk:
                     return "eof"
                 m.bytes_received += len(chunk)
