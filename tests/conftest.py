@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: The redis_server, redis_server_aof, redis_client and procs fixtures (tests marked ``redis``).
+pytest_plugins = ("redis_fixtures",)
+
 #: How long a test's threads and sockets get to wind down before they count as leaked.
 LEAK_GRACE = 3.0
 _FD_DIR = "/proc/self/fd"

@@ -436,3 +436,20 @@ def test_a_new_iterator_continues_where_a_broken_off_one_stopped(
                 break  # the rest of the batch it had taken must not be lost
         rest = list(t.iter_events(timeout=10))
     assert ids(first + rest) == list(range(1, 301))
+
+
+def test_resume_delivers_the_backlog_without_waiting_for_new_events(
+    stream_server: StreamServer, wait_until: Callable[..., Any]
+) -> None:
+    url = stream_server.url("/sse?count=5&end=hold")  # 5 events, then silence
+    heard: list[Event] = []
+    t = SSETransport(url)
+    t.on("event", heard.append)
+    t.pause()
+    t.connect()
+    wait_until(lambda: t.metrics.messages_received == 5)
+    assert heard == []
+    t.resume()
+    wait_until(lambda: len(heard) == 5)
+    assert ids(heard) == [1, 2, 3, 4, 5]
+    t.close()

@@ -29,8 +29,10 @@ from typing import (
     Any,
     Callable,
     ClassVar,
+    Literal,
     Optional,
     Union,
+    overload,
 )
 
 from ..buffer import BackpressureInfo, MessageBuffer
@@ -44,6 +46,7 @@ from ..errors import (
     TransportError,
 )
 from ..events import BufferStrategy, Event, TransportState, TransportType
+from ..logs import TransportLog, snippet
 from ..metrics import MetricsRecorder, TransportHealth, TransportMetrics
 from ..redact import redact_url
 from ..timers import Scheduler, default_scheduler
@@ -115,7 +118,7 @@ class BaseTransport:
         self.cert = cert
         self.proxies = proxies
         self.debug = debug
-        self.log = logging.getLogger(self.logger_name)
+        self.log = TransportLog(logging.getLogger(self.logger_name), debug)
         self._scheduler = scheduler
 
         self._state = TransportState.IDLE
@@ -125,6 +128,10 @@ class BaseTransport:
         self._failure: Optional[TransportError] = None
         self._closed_reason: Optional[str] = None
         self._pending_close: Optional[str] = None
+        # ``closed`` left to a reader stuck in a callback (see _end), and whether it is gone
+        self._announce_lock = threading.Lock()
+        self._unannounced: Optional[str] = None
+        self._reader_done = False
         self._attempt = 0  # failed attempts in a row
         self._data_seen = False
 
@@ -140,6 +147,9 @@ class BaseTransport:
         self._paused = False
         self._pause_cond = threading.Condition()
         self._m = MetricsRecorder()
+        # Called with each batch once a consumer took it (listeners returned, or an iterator
+        # asked for the next event): wires that acknowledge deliveries (Redis groups) set it.
+        self._delivered: Optional[Callable[[Sequence[Event]], None]] = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -211,6 +221,34 @@ class BaseTransport:
     def __iter__(self) -> Iterator[Event]:
         return self.iter_events()
 
+    # The overloads give each event name its callback's signature, so that editors and type
+    # checkers know that ``t.on("event", lambda e: e.data)`` gets an ``Event``.
+    @overload
+    def on(
+        self, name: Literal["event"], callback: Callable[[Event], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, name: Literal["connecting", "connected", "done"], callback: Callable[[], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self,
+        name: Literal["reconnecting"],
+        callback: Callable[[int, float, TransportError], Any],
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, name: Literal["error"], callback: Callable[[TransportError], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(self, name: Literal["closed"], callback: Callable[[str], Any]) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, name: Literal["backpressure", "drain"], callback: Callable[[BackpressureInfo], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(self, name: str, callback: Listener) -> Callable[[], None]: ...
     def on(self, name: str, callback: Listener) -> Callable[[], None]:
         """Register ``callback`` for the event ``name``; returns a function that unregisters it."""
         self._emitter.on(name, callback)
@@ -218,6 +256,34 @@ class BaseTransport:
             self._listeners_changed()
         return lambda: self.off(name, callback)
 
+    @overload
+    def once(
+        self, name: Literal["event"], callback: Callable[[Event], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def once(
+        self, name: Literal["connecting", "connected", "done"], callback: Callable[[], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def once(
+        self,
+        name: Literal["reconnecting"],
+        callback: Callable[[int, float, TransportError], Any],
+    ) -> Callable[[], None]: ...
+    @overload
+    def once(
+        self, name: Literal["error"], callback: Callable[[TransportError], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def once(
+        self, name: Literal["closed"], callback: Callable[[str], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def once(
+        self, name: Literal["backpressure", "drain"], callback: Callable[[BackpressureInfo], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def once(self, name: str, callback: Listener) -> Callable[[], None]: ...
     def once(self, name: str, callback: Listener) -> Callable[[], None]:
         """Register ``callback`` for the next ``name`` event only."""
         unsubscribe = self._emitter.once(name, callback)
@@ -255,7 +321,13 @@ class BaseTransport:
             self._pause_cond.notify_all()
         listener_buf = self._listener_buf
         if listener_buf is not None:
-            listener_buf.interrupt_put()
+            listener_buf.interrupt_put()  # a reader waiting for room delivers the backlog itself
+            if listener_buf:
+                # A reader blocked in a read would deliver it only with the next event: the
+                # shared timer thread (or the manager's pool) delivers it now instead.
+                self._scheduler_or_default().call_later(
+                    0, lambda: self._pump_listeners(listener_buf)
+                )
 
     @property
     def last_event_id(self) -> Optional[str]:
@@ -335,6 +407,8 @@ class BaseTransport:
         with self._state_cond:
             self._state = state
             self._state_cond.notify_all()
+        if self.debug:
+            self.log.debug("%s: state %s", self.id, state.value)
 
     def _emit(self, name: str, *args: Any) -> None:
         if self._emitter.has_listeners(name):
@@ -430,6 +504,15 @@ class BaseTransport:
         m = self._m
         m.messages_received += len(events)
         m.last_message_at = events[-1].received_at
+        if self.debug:
+            for event in events:
+                self.log.debug(
+                    "%s: event type=%s id=%s data=%s",
+                    self.id,
+                    event.type,
+                    event.id,
+                    snippet(event.data),
+                )
         if not self._data_seen:
             self._data_seen = True
             self._attempt = 0
@@ -452,25 +535,44 @@ class BaseTransport:
         done = 0
         while done < count and not self._stop.is_set():
             if not self._paused and not buf:
-                self._deliver_to_listeners(events[done:] if done else events)
-                return
-            done += buf.put_many(events[done:] if done else events)
+                done += self._deliver_to_listeners(events[done:] if done else events)
+                continue  # the rest, if paused meanwhile, goes to the buffer
+            rest = events[done:] if done else events
+            stored = buf.put_many(rest)
+            # Only ``block`` stores part of them (interrupted by ``resume()``); the other
+            # strategies took the whole batch, dropping what they drop.
+            done += stored if buf.strategy is BufferStrategy.BLOCK else len(rest)
             self._pump_listeners(buf)
 
     def _pump_listeners(self, buf: MessageBuffer[Event]) -> None:
-        while buf and not self._paused:
-            try:
-                batch = buf.get_batch(timeout=0)
-            except (queue.Empty, TransportClosedError):
-                return
-            self._deliver_to_listeners(batch)
+        """Deliver what waits in the listeners' buffer. Taking and delivering happen under
+        ``_dispatch_lock``, so events the reader hands on directly never overtake them."""
+        while buf and not self._paused and self._pending_close is None:
+            with self._dispatch_lock:
+                try:
+                    batch = buf.get_batch(timeout=0)
+                except (queue.Empty, TransportClosedError):
+                    return
+                done = self._deliver_to_listeners(batch)
+                if done < len(batch):
+                    buf.requeue(batch[done:])  # paused meanwhile: the rest waits, first in line
 
-    def _deliver_to_listeners(self, batch: Sequence[Event]) -> None:
+    def _deliver_to_listeners(self, batch: Sequence[Event]) -> int:
+        """Run the listeners on ``batch``, stopping at once if delivery gets paused or ``close()``
+        is called (by a listener or another thread); how many events were delivered."""
         emit = self._emitter.emit
+        done = 0
         with self._dispatch_lock:
             self._m.latency.append(time.monotonic() - batch[0].received_at)
             for event in batch:
+                if self._paused or self._pending_close is not None:
+                    break
                 emit("event", event)
+                done += 1
+        delivered = self._delivered
+        if delivered is not None and done:
+            delivered(batch[:done] if done < len(batch) else batch)
+        return done
 
     def _run(self) -> None:
         try:
@@ -604,7 +706,10 @@ class BaseTransport:
         self._close_consumers()
         self._end("failed", TransportState.ERROR)
 
-    def _end(self, reason: str, state: TransportState) -> None:
+    def _end(self, reason: str, state: TransportState, *, announce: bool = True) -> None:
+        """Enter the final state. ``announce=False`` (``close()`` while the reader is stuck in
+        a callback, holding the dispatch lock): ``closed`` is emitted by the reader once it
+        unwinds, so that ``close()`` returns in time instead of waiting for that callback."""
         with self._state_cond:
             if self._closed_reason is not None:
                 return
@@ -613,13 +718,26 @@ class BaseTransport:
             self._state_cond.notify_all()
         self._stop.set()
         self._on_stopped()
-        self._emit("closed", reason)
+        if announce:
+            self._emit("closed", reason)
+            return
+        with self._announce_lock:
+            if not self._reader_done:
+                self._unannounced = reason
+                return
+        self._emit("closed", reason)  # the reader left meanwhile
 
     def _reader_exited(self) -> None:
-        """Last words of the reader: a close requested from inside a callback is completed here."""
+        """Last words of the reader: a close requested from inside a callback is completed
+        here, and a ``closed`` that ``close()`` left to it is emitted."""
         reason = self._pending_close
         if reason is not None and self._closed_reason is None:
             self._end(reason, TransportState.CLOSED)
+        with self._announce_lock:
+            self._reader_done = True
+            unannounced, self._unannounced = self._unannounced, None
+        if unannounced is not None:
+            self._emit("closed", unannounced)
 
     def _close(self, reason: str, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -650,7 +768,9 @@ class BaseTransport:
             if reader.is_alive():
                 self.log.warning("%s: reader thread did not stop within %.1f s", self.id, timeout)
         if not already:
-            self._end(reason, TransportState.CLOSED)
+            # A reader still alive is stuck in a callback: it emits ``closed`` when it returns.
+            stuck = reader is not None and reader.is_alive()
+            self._end(reason, TransportState.CLOSED, announce=not stuck)
 
     # -- hooks for the wires --------------------------------------------------------------
 
@@ -674,6 +794,11 @@ class BaseTransport:
 
     def _current_event_id(self) -> Optional[str]:
         return self._initial_event_id
+
+    def _resume_from(self, event_id: Optional[str]) -> None:
+        """Before ``connect()``: start after ``event_id``, as if given as ``last_event_id``
+        (a Redis relay that takes over resumes the upstream where the previous one stopped)."""
+        self._initial_event_id = event_id
 
     def _server_retry_ms(self) -> Optional[int]:
         """The reconnection time the server asked for (SSE ``retry:``), if any."""
@@ -721,6 +846,13 @@ class EventIterator(Iterator[Event]):
 
     def _next_batch(self) -> Event:
         transport = self._transport
+        taken = self._batch
+        if taken and self._pos >= len(taken):  # asked for more: the batch taken is delivered
+            self._batch = []
+            self._pos = 0
+            delivered = transport._delivered
+            if delivered is not None:
+                delivered(taken)
         buf = self._buf
         if buf is None:
             raise StopIteration
@@ -758,6 +890,9 @@ class EventIterator(Iterator[Event]):
         buf, self._buf = self._buf, None
         if buf is not None:
             rest = self._batch[self._pos :]
+            delivered = self._transport._delivered
+            if delivered is not None and self._pos > 1:  # those the consumer asked past
+                delivered(self._batch[: self._pos - 1])
             self._batch = []
             if rest:
                 buf.requeue(rest)

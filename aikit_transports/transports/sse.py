@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from ..errors import ProtocolError
+from ..errors import ConnectError, ProtocolError
 from ..events import Event, TransportType
 from ..parsers.sse import SSEParser
 from ..validate import check_int
 from .base import DONE
-from .http_base import HTTPTransportBase
+from .http_base import HTTPTransportBase, cut_in_headers
 
 __all__ = ["SSETransport"]
+
+_data_of = operator.itemgetter(0)
 
 
 class SSETransport(HTTPTransportBase):
@@ -61,7 +64,10 @@ class SSETransport(HTTPTransportBase):
         self._no_content = False
         content_type = resp.headers.get("Content-Type", "")
         if content_type.split(";", 1)[0].strip().lower() != "text/event-stream":
+            cut = cut_in_headers(resp)
             resp.close()
+            if cut:
+                raise ConnectError("connection lost in the response headers", retryable=True)
             raise ProtocolError(
                 f"expected Content-Type text/event-stream, got {content_type or 'none'!r}",
                 retryable=False,
@@ -78,15 +84,21 @@ class SSETransport(HTTPTransportBase):
     def _current_event_id(self) -> Optional[str]:
         return self._parser.last_event_id
 
+    def _resume_from(self, event_id: Optional[str]) -> None:
+        super()._resume_from(event_id)
+        self._parser.last_event_id = event_id or None
+
     def _server_retry_ms(self) -> Optional[int]:
         return self._parser.retry
 
     def _on_events(self, events: Sequence[Event]) -> Optional[str]:
         sentinel = self.done_sentinel
         if sentinel is not None:
-            for index, event in enumerate(events):
-                if event.data == sentinel:
-                    self._publish(events[:index])
-                    return DONE
+            # The data of the batch, gathered and searched in C (``Event`` is a named tuple
+            # whose item 0 is ``data``): a Python loop here cost as much as the delivery.
+            datas = list(map(_data_of, events))
+            if sentinel in datas:
+                self._publish(events[: datas.index(sentinel)])
+                return DONE
         self._publish(events)
         return None
