@@ -55,8 +55,18 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
-bench: $(STAMP)
-	$(BIN)/python bench/run.py
+# The benchmark's peers (extra `bench`) go into .venv once; BENCH_ARGS passes options to
+# bench/run.py, e.g. `make bench BENCH_ARGS=--quick` (see `bench/run.py --help`).
+BENCH_STAMP := $(VENV)/.aikit-bench-installed
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP)
+	set -o pipefail; $(BIN)/python -m pip install --quiet -e '.[bench]' 2>&1 \
+	  | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis

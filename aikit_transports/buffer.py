@@ -54,6 +54,10 @@ class MessageBuffer(Generic[T]):
         self._mutex = threading.Lock()
         self._not_empty = threading.Condition(self._mutex)
         self._not_full = threading.Condition(self._mutex)
+        # Threads waiting in ``_not_empty`` / ``_not_full`` (changed under the mutex): a put or
+        # get with nobody to wake skips the notify, a few Python calls on the hot path.
+        self._getters = 0
+        self._putters = 0
         self._closed = False
         self._interrupted = False
         self._above_high = False
@@ -102,7 +106,7 @@ class MessageBuffer(Generic[T]):
                 accepted = max(0, self.max_size - len(buf))
                 buf.extend(items[:accepted])
                 self.dropped += count - accepted
-            if accepted:
+            if accepted and self._getters:
                 self._not_empty.notify_all()
             if not self._above_high and len(buf) >= self._high:
                 self._above_high = crossed = True
@@ -115,13 +119,13 @@ class MessageBuffer(Generic[T]):
         deadline = None if timeout is None else time.monotonic() + timeout
         accepted = 0
         count = len(items)
-        self._interrupted = False
         while accepted < count:
             room = self.max_size - len(buf)
             if room > 0:
                 buf.extend(items[accepted : accepted + room])
                 accepted += min(room, count - accepted)
-                self._not_empty.notify_all()
+                if self._getters:
+                    self._not_empty.notify_all()
                 continue
             if self._closed:
                 raise TransportClosedError("buffer is closed")
@@ -139,12 +143,20 @@ class MessageBuffer(Generic[T]):
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 break
-            self._not_full.wait(remaining)
+            self._putters += 1
+            try:
+                self._not_full.wait(remaining)
+            finally:
+                self._putters -= 1
         self._interrupted = False
         return accepted
 
     def interrupt_put(self) -> None:
-        """Make a producer waiting for room in ``put_many`` return early with what it stored."""
+        """Make a producer waiting for room in ``put_many`` return early with what it stored.
+
+        With no producer waiting, the next one to wait for room returns early instead: an
+        interrupt that comes just before the wait is never lost.
+        """
         with self._mutex:
             self._interrupted = True
             self._not_full.notify_all()
@@ -187,10 +199,15 @@ class MessageBuffer(Generic[T]):
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise queue.Empty
-            self._not_empty.wait(remaining)
+            self._getters += 1
+            try:
+                self._not_empty.wait(remaining)
+            finally:
+                self._getters -= 1
 
     def _after_get(self) -> bool:
-        self._not_full.notify_all()
+        if self._putters:
+            self._not_full.notify_all()
         if self._above_high and len(self._items) <= self._low:
             self._above_high = False
             return True

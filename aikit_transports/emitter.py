@@ -110,6 +110,16 @@ class EventEmitter:
                 self._listener_failed(exc, name)
         return True
 
+    def lookup(self) -> Callable[[str, tuple[Listener, ...]], tuple[Listener, ...]]:
+        """``lookup(name, default)``: the listeners of ``name`` now (a tuple never changed
+        in place) or ``default``. It is the registry's ``dict.get``, for dispatch loops that
+        must see ``on`` / ``off`` take effect between items without a Python call per item."""
+        return self._listeners.get
+
+    def listener_failed(self, exc: BaseException, name: str) -> None:
+        """Report ``exc``, raised by a listener of ``name``, as :meth:`emit` does."""
+        self._listener_failed(exc, name)
+
     def _listener_failed(self, exc: BaseException, name: str) -> None:
         log.error("listener for %r raised %s: %s", name, type(exc).__name__, exc)
         if self._on_listener_error is not None and name != "error":

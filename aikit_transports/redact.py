@@ -7,7 +7,13 @@ from collections.abc import Mapping
 from typing import Optional
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-__all__ = ["redact_url", "redact_headers", "describe_exception", "SECRET_MARK"]
+__all__ = [
+    "redact_url",
+    "redact_headers",
+    "is_secret_header",
+    "describe_exception",
+    "SECRET_MARK",
+]
 
 SECRET_MARK = "***"
 _SECRET_QUERY = re.compile(r"token|key|secret|password|passwd|auth|sig|session|credential", re.I)
@@ -44,6 +50,12 @@ def redact_headers(headers: Optional[Mapping[str, str]]) -> dict[str, str]:
     if not headers:
         return {}
     return {k: (SECRET_MARK if _SECRET_HEADER.search(k) else v) for k, v in headers.items()}
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header of this name carries credentials (Authorization, Cookie, API keys...):
+    redacted in output, and dropped when a redirect leads to another origin."""
+    return _SECRET_HEADER.search(name) is not None
 
 
 def describe_exception(exc: BaseException) -> str:

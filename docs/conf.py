@@ -46,4 +46,5 @@ napoleon_numpy_docstring = False
 
 html_title = f"aikit-transports {release}"
 html_theme = "furo" if importlib.util.find_spec("furo") is not None else "alabaster"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]

@@ -42,6 +42,43 @@ _MAX_RETRY = (1 << 63) - 1
 # more than one pass.
 _DEFER = 1024
 
+# Cutting text into event blocks: ``str.split("\n\n")`` runs in C but still looks at every
+# few characters (1-2 GB/s), while ``str.find("\n")`` is a ``memchr`` (many GB/s) that costs a
+# Python step per line found. Lines of this many characters or more on average (events of a
+# few KiB) are found faster by hopping from line end to line end.
+_HOP_LINE = 512
+
+
+def _split_blocks(text: str) -> list[str]:
+    """Exactly ``text.split("\n\n")``, by line-end hops when the first lines are long.
+
+    The first block (or its first four lines) decides: short lines go to ``str.split``.
+    """
+    find = text.find
+    last = len(text) - 1
+    blocks: list[str] = []
+    start = pos = 0
+    lines = 0
+    deciding = True
+    while True:
+        end = find("\n", pos)
+        if end < 0 or end >= last:
+            break
+        blank = text[end + 1] == "\n"
+        if deciding:
+            lines += 1
+            if blank or lines == 4:
+                if end - start < _HOP_LINE * lines:
+                    return text.split("\n\n")
+                deciding = False
+        if blank:
+            blocks.append(text[start:end])
+            start = pos = end + 2
+        else:
+            pos = end + 1
+    blocks.append(text[start:])
+    return blocks
+
 
 def _id_and_event(head: str) -> Optional[tuple[str, str]]:
     """``(id, event type)`` of two lines ``id: ...`` and ``event: ...`` in either order (the
@@ -180,7 +217,7 @@ class SSEParser:
         # is a whole event block (its lines, then the blank line that dispatches it); the last
         # piece holds the lines of the event still in progress.
         complete = pending + text[:end] if pending else text[:end]
-        blocks = complete.split("\n\n")
+        blocks = _split_blocks(complete)
         last = blocks.pop()
         events: list[Event] = []
         now = _monotonic()
@@ -285,10 +322,8 @@ class SSEParser:
         too_large = 0
         for line in lines:
             if not line:
-                # Dispatch; a block without data still sets the last event ID.
-                if raw > limit:
-                    too_large = raw  # refused: its ID is not taken either
-                    break
+                # Dispatch (the event is within the limit: checked line by line below); a
+                # block without data still sets the last event ID.
                 raw = 0
                 last_id = idbuf or None
                 if parts:
@@ -298,6 +333,11 @@ class SSEParser:
                 etype = ""
                 continue
             raw += len(line) + 1
+            if raw > limit:
+                # Refused as soon as it passes the limit, before this line is applied: the
+                # event's id is not taken, nor a retry from here on, however it was cut.
+                too_large = raw
+                break
             name, _, value = line.partition(":")
             if value[:1] == " ":
                 value = value[1:]

@@ -4,15 +4,19 @@ Tests put it between a transport and a real server to make the network fail in t
 networks do: a connection reset (:meth:`FaultProxy.cut`), a half-open connection that silently
 stops forwarding (:meth:`FaultProxy.stall`), a slow link (:meth:`FaultProxy.slow`), bytes
 arriving one at a time (:meth:`FaultProxy.fragment`) and a server that is down
-(:meth:`FaultProxy.refuse`). With ``http_connect=True`` it also acts as an HTTP CONNECT proxy
-(the tunnel always leads to the target). One thread, named ``aikit-testing-proxy-<port>``.
+(:meth:`FaultProxy.refuse`); :meth:`FaultProxy.cut_after` cuts at an exact point of the stream.
+With ``http_connect=True`` it also acts as an HTTP CONNECT proxy (the tunnel always leads to the
+target); with ``ssl_context`` it terminates TLS (clients speak TLS to it, the target gets plain
+text), which puts a TLS front on a plain test server. One thread, named
+``aikit-testing-proxy-<port>``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, Callable, List, Set
+import ssl
+from typing import Any, Callable, List, Optional, Set
 
 from ._loop import LoopThread
 
@@ -41,7 +45,8 @@ class FaultProxy:
     ``cut()`` resets every open connection; ``stall()`` stops forwarding (both ways, new
     connections included) without closing anything until ``resume()``; ``slow(delay)`` holds
     each chunk for ``delay`` seconds; ``fragment(True)`` writes one byte at a time;
-    ``refuse(True)`` closes new connections at once. Usable as a context manager.
+    ``refuse(True)`` closes new connections at once; ``cut_after(n)`` resets every connection
+    once ``n`` more bytes went from the target to the clients. Usable as a context manager.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class FaultProxy:
         *,
         host: str = "127.0.0.1",
         http_connect: bool = False,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
         self.target_host = target_host
         self.target_port = target_port
@@ -59,6 +65,11 @@ class FaultProxy:
         self.connect_requests: List[str] = []
         #: Connections accepted so far (refused ones included).
         self.accepted = 0
+        #: Connections reset by :meth:`cut` and :meth:`cut_after` so far.
+        self.cuts = 0
+        #: Bytes forwarded from the target to clients so far.
+        self.bytes_down = 0
+        self._cut_budget: Optional[int] = None
         self._pairs: Set[_Pair] = set()
         self._delay = 0.0
         self._fragment = False
@@ -75,7 +86,9 @@ class FaultProxy:
         self._forwarding.set()
         try:
             self._server = self._thread.run(
-                lambda: asyncio.start_server(self._handle, sock=listener, limit=_CHUNK)
+                lambda: asyncio.start_server(
+                    self._handle, sock=listener, limit=_CHUNK, ssl=ssl_context
+                )
             )
         except BaseException:
             listener.close()
@@ -109,13 +122,26 @@ class FaultProxy:
     def cut(self) -> int:
         """Reset every open connection (both sides); how many there were."""
         count = len(self._pairs)
-
-        def abort_all() -> None:
-            for pair in list(self._pairs):
-                pair.abort()
-
-        self._on_loop(abort_all)
+        self._on_loop(self._abort_all)
         return count
+
+    def cut_after(self, nbytes: int) -> None:
+        """Once ``nbytes`` more bytes went from the target to clients, reset every connection
+        (one shot, replacing an earlier one not yet done): a cut at an exact point of a stream,
+        whatever the timing. Bytes the proxy still buffered for a client at that moment are lost
+        as in a real reset."""
+        if nbytes < 1:
+            raise ValueError("nbytes must be at least 1")
+
+        def arm() -> None:
+            self._cut_budget = nbytes
+
+        self._on_loop(arm)
+
+    def _abort_all(self) -> None:
+        self.cuts += len(self._pairs)
+        for pair in list(self._pairs):
+            pair.abort()
 
     def stall(self) -> None:
         """Stop forwarding in both directions, silently, until :meth:`resume`."""
@@ -156,7 +182,9 @@ class FaultProxy:
         pair = _Pair(writer, up_writer)
         self._pairs.add(pair)
         try:
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+            await asyncio.gather(
+                self._pump(reader, up_writer), self._pump(up_reader, writer, downstream=True)
+            )
         finally:
             self._pairs.discard(pair)
             pair.abort()
@@ -176,7 +204,12 @@ class FaultProxy:
         await writer.drain()
         return True
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        downstream: bool = False,
+    ) -> None:
         forwarding = self._forwarding
         try:
             while True:
@@ -187,6 +220,14 @@ class FaultProxy:
                 if self._delay:
                     await asyncio.sleep(self._delay)
                     await forwarding.wait()
+                budget = self._cut_budget if downstream else None
+                if budget is not None:
+                    if len(data) >= budget:
+                        data = data[:budget]
+                        self._cut_budget = None
+                    else:
+                        self._cut_budget = budget - len(data)
+                        budget = None
                 if self._fragment:
                     for i in range(len(data)):
                         writer.write(data[i : i + 1])
@@ -194,6 +235,11 @@ class FaultProxy:
                 else:
                     writer.write(data)
                     await writer.drain()
+                if downstream:
+                    self.bytes_down += len(data)
+                if budget is not None:
+                    self._abort_all()
+                    return
             writer.close()  # the other side finished: pass the end on (after what is buffered)
         except OSError:
             writer.transport.abort()

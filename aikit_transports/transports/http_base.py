@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
+import http.client
 import json as _json
+import select
 import socket
 import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional, Union
+from urllib.parse import urlsplit
 
 import requests
 from urllib3.exceptions import ReadTimeoutError
@@ -30,7 +34,7 @@ from ..errors import (
 )
 from ..events import Event
 from ..logs import snippet
-from ..redact import describe_exception, redact_headers, redact_url
+from ..redact import describe_exception, is_secret_header, redact_headers, redact_url
 from ..validate import check_int
 from .base import BaseTransport
 from .sessions import close_session, new_session, watch_sockets
@@ -66,6 +70,40 @@ def _response_socket(resp: requests.Response) -> Optional[socket.socket]:
     except AttributeError:
         return None
     return found if isinstance(found, socket.socket) else None
+
+
+def _plain_body(resp: requests.Response) -> Optional[http.client.HTTPResponse]:
+    """The ``http.client`` response under ``resp`` when its body is not content-encoded.
+
+    Its ``read1`` does what urllib3's does for such a body (chunked and close-delimited
+    framing included) without urllib3's layers, which cost several Python calls per read and
+    copy every read shorter than asked through a ``BytesIO``: more than parsing large events.
+    An encoded body (gzip ...) keeps urllib3's decoder, so ``None`` for it.
+    """
+    fp = getattr(resp.raw, "_fp", None)
+    if not isinstance(fp, http.client.HTTPResponse) or resp.headers.get("Content-Encoding"):
+        return None
+    if len(getattr(resp.raw, "_decoded_buffer", ())):  # urllib3 holds bytes already read
+        return None
+    return fp
+
+
+#: At most this many more reads join one batch (see ``_read_body``).
+_COALESCE_READS = 3
+
+
+def _ready_check(sock: Optional[socket.socket]) -> Optional[Callable[[], bool]]:
+    """A check that bytes (or the end) wait on ``sock``, so that a read returns at once.
+
+    None where it cannot tell: no socket, or TLS (decrypted bytes may wait in the TLS layer
+    while the socket looks idle, and a readable socket may hold only part of a record).
+    """
+    if sock is None or isinstance(sock, ssl.SSLSocket) or not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    poll = poller.poll
+    return lambda: bool(poll(0))
 
 
 def cut_in_headers(resp: requests.Response) -> bool:
@@ -160,6 +198,16 @@ class HTTPTransportBase(BaseTransport):
                     json=self.json_body,
                     data=self.data_body,
                     headers=self._request_headers(),
+                    stream=stream,
+                    timeout=(self.timeout, self._read_timeout()),
+                    verify=self.verify,
+                    cert=self.cert,
+                    proxies=self.proxies,
+                    allow_redirects=False,
+                )
+                resp = follow_redirects(
+                    self._session,
+                    resp,
                     stream=stream,
                     timeout=(self.timeout, self._read_timeout()),
                     verify=self.verify,
@@ -276,7 +324,16 @@ class HTTPTransportBase(BaseTransport):
         if resp is None:
             return "eof"
         raw = resp.raw
-        read1 = getattr(raw, "read1", None)
+        plain = _plain_body(resp)
+        read: Callable[[int], bytes]
+        if plain is not None:
+            read = plain.read1
+        else:
+            read = functools.partial(getattr(raw, "read1", raw.read), decode_content=True)
+        ready = _ready_check(self._sock) if plain is not None else None
+        # A batch that fills a quarter of the consumers' buffers is big enough: joining more
+        # would only make the reader wait for room.
+        join_below = self.buffer_config.max_size // 4
         size = self.chunk_size
         m = self._m
         stop = self._stop
@@ -284,14 +341,46 @@ class HTTPTransportBase(BaseTransport):
         debug = self.debug
         try:
             while not stop.is_set():
-                chunk = read1(size, True) if read1 is not None else raw.read(size, True)
+                chunk = read(size)
                 if debug:
                     self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
                 if not chunk:
+                    if plain is not None:  # what urllib3 does at the end of a body
+                        if plain.length:
+                            raise ConnectError(
+                                f"connection lost: the body ended {plain.length} bytes short "
+                                "of its Content-Length",
+                                retryable=True,
+                            )
+                        plain.close()  # so that a kept-alive connection can serve again
                     return "eof"
                 m.bytes_received += len(chunk)
                 m.last_traffic_at = monotonic()
                 events = feed(chunk)
+                if events and ready is not None and plain is not None:
+                    # More of the body already here (the rest of an HTTP chunk, or more of an
+                    # unframed body: a read returns at once) joins this batch: one hand-off to
+                    # the consumers instead of several, and never a wait for bytes not yet here.
+                    joined = 0
+                    while (
+                        joined < _COALESCE_READS
+                        and len(events) < join_below
+                        and (plain.chunk_left or not plain.chunked)
+                        and not errors()
+                        and ready()
+                    ):
+                        try:
+                            chunk = read(size)
+                        except Exception:  # what was read before the failure goes out first
+                            outcome = on_events(events)
+                            if outcome is not None:
+                                return outcome
+                            raise
+                        if not chunk:
+                            break  # the end: the next read says so again
+                        joined += 1
+                        m.bytes_received += len(chunk)
+                        events = [*events, *feed(chunk)]
                 if events:
                     outcome = on_events(events)
                     if outcome is not None:
@@ -359,6 +448,15 @@ class HTTPTransportBase(BaseTransport):
                 verify=self.verify,
                 cert=self.cert,
                 proxies=self.proxies,
+                allow_redirects=False,
+            )
+            resp = follow_redirects(
+                self._session,
+                resp,
+                timeout=timeout or self.timeout,
+                verify=self.verify,
+                cert=self.cert,
+                proxies=self.proxies,
             )
         except requests.RequestException as exc:
             error = self._request_failed(exc)
@@ -375,6 +473,48 @@ class HTTPTransportBase(BaseTransport):
                 )
         self._m.messages_sent += 1
         self._m.bytes_sent += len(body)
+
+
+def _origin(url: Optional[str]) -> tuple[str, Optional[str], Optional[int]]:
+    parts = urlsplit(url or "")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), parts.hostname, port
+
+
+def follow_redirects(
+    session: requests.Session, resp: requests.Response, **send_options: Any
+) -> requests.Response:
+    """Follow the redirects of ``resp`` (made with ``allow_redirects=False``) as ``requests``
+    would (method, body, cookies, ``Authorization``), with two rules more: never from
+    ``https`` to ``http`` (``ConnectError``: the request would go out in plain text), and no
+    credential header (``Cookie``, API keys ... see :func:`is_secret_header`) once the origin
+    changes: ``requests`` itself drops only ``Authorization`` and keeps ``X-API-Key`` & co.
+    """
+    origin = _origin(resp.request.url)
+    hops = 0
+    while resp.is_redirect:
+        nxt = resp.next  # the next request, built by requests (rebuild_auth, cookies, method)
+        if nxt is None:
+            break
+        resp.close()
+        hops += 1
+        if hops > session.max_redirects:
+            raise ConnectError(f"more than {session.max_redirects} redirects", retryable=False)
+        target = _origin(nxt.url)
+        if origin[0] == "https" and target[0] != "https":
+            raise ConnectError(
+                f"refused to follow a redirect from https to {redact_url(nxt.url)}: "
+                "the request would go out in plain text",
+                retryable=False,
+            )
+        if target != origin:
+            for name in [name for name in nxt.headers if is_secret_header(name)]:
+                del nxt.headers[name]
+        resp = session.send(nxt, allow_redirects=False, **send_options)
+    return resp
 
 
 def _is_tls_error(exc: BaseException) -> bool:

@@ -31,7 +31,7 @@ import ssl
 import threading
 import time
 from typing import Any, Deque, List, NamedTuple, Optional, Sequence, Tuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import websocket
 from websocket import ABNF
@@ -49,6 +49,7 @@ from ..errors import (
     WebSocketClosed,
 )
 from ..events import TransportType
+from ..logs import snippet
 from ..parsers.websocket import (
     NORMAL_CLOSE_CODES,
     OP_BINARY,
@@ -61,7 +62,7 @@ from ..parsers.websocket import (
     FrameParser,
     close_code_name,
 )
-from ..redact import describe_exception
+from ..redact import describe_exception, is_secret_header, redact_headers, redact_url
 from ..timers import TimerHandle
 from ..validate import check_int, check_seconds
 from .base import DONE, EOF_, BaseTransport
@@ -72,6 +73,9 @@ __all__ = ["WebSocketTransport"]
 _READ_SIZE = 65536
 #: How long ``close()`` waits for the server's reply to its close frame.
 _CLOSE_REPLY_WAIT = 1.0
+#: Redirects a handshake may follow (as ``websocket-client`` allows by default).
+_MAX_REDIRECTS = 3
+_REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 
 class _Outgoing(NamedTuple):
@@ -438,24 +442,23 @@ class WebSocketTransport(BaseTransport):
         self._closing = False
         self._close_reply.clear()
         if self.debug:
-            self.log.debug("%s: connecting to %s", self.id, self.safe_url)
-        ws = websocket.WebSocket(
-            sslopt=self._sslopt, skip_utf8_validation=True, enable_multithread=False
-        )
-        self._ws = ws  # from here on, _interrupt() can shut the socket during the handshake
-        try:
-            ws.connect(self.url, **self._connect_options)  # type: ignore[no-untyped-call]
-            sock = ws.sock
-            if sock is None:
-                raise ConnectError("connection failed: no socket after the handshake")
-        except Exception as exc:
-            self._ws = None
-            ws.shutdown()  # type: ignore[no-untyped-call]
-            if self._stop.is_set():
-                raise ConnectError("closed", retryable=False) from None
-            raise self._connect_failed(exc) from None
+            self.log.debug(
+                "%s: connecting to %s headers=%s",
+                self.id,
+                self.safe_url,
+                redact_headers(self._connect_options.get("header")),
+            )
+        ws, sock = self._handshake()
         self._sock = sock
         self.subprotocol = ws.subprotocol
+        if self.debug:
+            self.log.debug(
+                "%s: handshake done: HTTP %s subprotocol=%s headers=%s",
+                self.id,
+                ws.getstatus(),
+                ws.subprotocol,
+                redact_headers(ws.getheaders()),
+            )
         try:
             if self._stop.is_set():
                 raise ConnectError("closed", retryable=False)
@@ -470,6 +473,47 @@ class WebSocketTransport(BaseTransport):
         except BaseException:
             self._release()
             raise
+
+    def _handshake(self) -> Tuple[websocket.WebSocket, socket.socket]:
+        """Connect and upgrade, following up to ``_MAX_REDIRECTS`` redirects ourselves:
+        never from ``wss`` to ``ws``, and without credential headers once the origin changes
+        (``websocket-client``'s own redirects would send every header anywhere)."""
+        url = self.url
+        options = self._connect_options
+        hops = 0
+        while True:
+            ws = websocket.WebSocket(
+                sslopt=self._sslopt, skip_utf8_validation=True, enable_multithread=False
+            )
+            self._ws = ws  # from here on, _interrupt() can shut the socket during the handshake
+            try:
+                ws.connect(url, redirect_limit=0, **options)  # type: ignore[no-untyped-call]
+                sock = ws.sock
+                if sock is None:
+                    raise ConnectError("connection failed: no socket after the handshake")
+                return ws, sock
+            except Exception as exc:
+                self._ws = None
+                ws.shutdown()  # type: ignore[no-untyped-call]
+                if self._stop.is_set():
+                    raise ConnectError("closed", retryable=False) from None
+                target = _redirect_target(ws, url)
+                if target is None:
+                    raise self._connect_failed(exc) from None
+            hops += 1
+            if hops > _MAX_REDIRECTS:
+                raise ConnectError(f"more than {_MAX_REDIRECTS} redirects", retryable=False)
+            if url.lower().startswith("wss:") and not target.lower().startswith("wss:"):
+                raise ConnectError(
+                    f"refused to follow a redirect from wss to {redact_url(target)}: the "
+                    "connection would be in plain text",
+                    retryable=False,
+                )
+            if _origin(target) != _origin(url):
+                headers = options.get("header") or {}
+                options = dict(options)
+                options["header"] = {k: v for k, v in headers.items() if not is_secret_header(k)}
+            url = target
 
     def _connect_failed(self, exc: BaseException) -> TransportError:
         """A typed, credential-free error for a failed connect or handshake."""
@@ -577,6 +621,8 @@ class WebSocketTransport(BaseTransport):
                         self._quiet()
                 now = monotonic()
                 self._recv_since = None
+                if self.debug:
+                    self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
                 if not chunk:
                     raise self._lost(None)
                 m.bytes_received += len(chunk)
@@ -805,6 +851,31 @@ class WebSocketTransport(BaseTransport):
                     unsent=unsent,
                 )
             )
+
+
+def _origin(url: str) -> Tuple[str, Optional[str], Optional[int]]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), parts.hostname, port
+
+
+def _redirect_target(ws: websocket.WebSocket, url: str) -> Optional[str]:
+    """The absolute ``ws``/``wss`` URL a redirected handshake points to, else ``None``."""
+    response = getattr(ws, "handshake_response", None)
+    if response is None or response.status not in _REDIRECT_STATUSES:
+        return None
+    location = (response.headers or {}).get("location")
+    if not location:
+        return None
+    # urljoin only knows http(s): join on the http form, then map the scheme back.
+    base = "http" + url[2:] if url[:2].lower() == "ws" else url
+    target = urljoin(base, location)
+    scheme, sep, rest = target.partition("://")
+    mapped = {"http": "ws", "https": "wss"}.get(scheme.lower(), scheme.lower())
+    return f"{mapped}{sep}{rest}"
 
 
 def _shutdown(sock: socket.socket) -> None:

@@ -1,0 +1,18 @@
+"""A live feed where only recent values matter: a small drop-oldest buffer and a slow reader."""
+
+import threading
+
+from aikit_transports import BufferConfig, SSETransport
+
+buffer = BufferConfig(max_size=100, strategy="drop-oldest")
+t = SSETransport("https://feed.example.com/prices", buffer=buffer)
+t.on("backpressure", lambda info: print(f"backpressure at {info.size}/{info.max_size}"))
+finished = threading.Event()
+t.on("done", finished.set)
+
+t.connect()
+finished.wait(30)  # nobody reads yet: the buffer keeps the newest 100 events
+ids = [event.id for event in t.iter_events(timeout=10)]
+print(f"read {len(ids)} events, {ids[0]} to {ids[-1]}")
+print("dropped:", t.metrics.messages_dropped)
+t.close()

@@ -1,0 +1,36 @@
+"""What to do about each error: some need a fix, some a retry later, some nothing at all."""
+
+from aikit_transports import (
+    ConnectError,
+    HTTPStatusError,
+    ProtocolError,
+    ReconnectFailed,
+    ReconnectPolicy,
+    SSETransport,
+    TransportError,
+)
+
+
+def read(url: str) -> None:
+    try:
+        with SSETransport(url, reconnect=ReconnectPolicy(max_attempts=1, initial_delay=0.1)) as t:
+            for event in t.iter_events(timeout=10):
+                print("event", event.data)
+    except HTTPStatusError as exc:  # 4xx: fails at once, never retried
+        if exc.status_code in (401, 403):
+            print("check the credentials:", exc.message)
+        else:
+            print("the server refused:", exc.message)
+    except ProtocolError as exc:  # not an event stream: wrong URL, or a proxy's page
+        print("not a stream:", exc.message)
+    except ReconnectFailed as exc:  # retryable failures outlasted the policy
+        print("gave up:", type(exc.__cause__).__name__)
+    except ConnectError as exc:  # a TLS failure (never retried), a bad URL
+        print("cannot connect:", exc.message)
+    except TransportError as exc:  # anything else of ours
+        print("failed:", exc)
+
+
+read("https://api.example.com/private")  # answers 401
+read("https://api.example.com/index.html")  # answers text/html
+read("https://api.example.com/busy")  # answers 503

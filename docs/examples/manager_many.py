@@ -1,0 +1,33 @@
+"""Many streams in one process: a manager with shared timers, pools, events and metrics."""
+
+import threading
+from collections import Counter
+
+from aikit_transports import TransportManager
+
+counts: Counter[str] = Counter()
+lock = threading.Lock()
+
+
+def on_event(transport, event):  # runs on that transport's reader thread
+    with lock:
+        counts[transport.type.value] += 1
+
+
+with TransportManager(max_transports=10, idle_timeout=300.0) as mgr:
+    mgr.on("event", on_event)
+    feeds = [
+        mgr.create("sse", "https://api.example.com/a/events"),
+        mgr.create("sse", "https://api.example.com/b/events"),
+        mgr.create("websocket", "wss://api.example.com/ws"),
+    ]
+    print(mgr.summary())
+    done = [threading.Event() for _ in feeds]
+    for t, flag in zip(feeds, done):
+        t.on("closed", lambda reason, flag=flag: flag.set())
+        t.connect()
+    for flag in done:
+        flag.wait(30)
+    print(dict(counts))
+    print("messages:", mgr.metrics().messages_received)
+    print(mgr.summary())  # closed transports left the manager

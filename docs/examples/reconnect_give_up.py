@@ -1,0 +1,18 @@
+"""When reconnection attempts run out: ReconnectFailed, whose __cause__ is the last error."""
+
+from aikit_transports import ReconnectFailed, ReconnectPolicy, SSETransport
+
+policy = ReconnectPolicy(max_attempts=2, initial_delay=0.1, max_delay=1.0)
+t = SSETransport("https://flaky.example.com/events", reconnect=policy)
+t.on(
+    "reconnecting",
+    lambda attempt, delay, error: print(f"attempt {attempt} after: {error.message}"),
+)
+try:
+    t.connect()
+except ReconnectFailed as exc:
+    print("gave up:", exc.message)
+    print("last error:", type(exc.__cause__).__name__, exc.__cause__.status_code)
+print("state:", t.state)
+t.close()
+print("state:", t.state)

@@ -1,0 +1,15 @@
+"""Resume across restarts: keep the id of the last event handled, start from it next time."""
+
+from pathlib import Path
+
+from aikit_transports import SSETransport
+
+checkpoint = Path("last-event-id.txt")
+last_id = checkpoint.read_text() if checkpoint.exists() else None
+
+with SSETransport("https://stream.example.com/events", last_event_id=last_id) as t:
+    for event in t.iter_events(timeout=30):
+        print("handling", event.id)
+        checkpoint.write_text(event.id or "")  # after the work is done, not before
+        if event.id == "3":
+            break  # a restart now resumes after event 3

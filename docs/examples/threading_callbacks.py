@@ -1,0 +1,24 @@
+"""Which thread runs what: callbacks on the reader thread, one at a time; close() from anywhere."""
+
+import threading
+
+from aikit_transports import SSETransport
+
+t = SSETransport("https://api.example.com/events")
+seen = []
+
+
+def on_event(event):
+    seen.append(threading.current_thread().name.startswith("aikit-sse-"))
+    if event.id == "3":
+        t.close()  # allowed inside a callback: the reader finishes the close as it unwinds
+
+
+closed = threading.Event()
+t.on("event", on_event)
+t.on("closed", lambda reason: (print("closed:", reason), closed.set()))
+t.connect()
+closed.wait(30)
+t.close()  # idempotent; joins the reader thread
+print("events:", len(seen), "all on the reader thread:", all(seen))
+print("reader threads left:", sum(th.name.startswith("aikit-sse-") for th in threading.enumerate()))

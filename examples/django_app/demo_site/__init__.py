@@ -1,0 +1,1 @@
+"""An example Django project that relays streams to browsers with aikit-transports."""
