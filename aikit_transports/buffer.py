@@ -52,8 +52,11 @@ class MessageBuffer(Generic[T]):
         self._low = int(config.max_size * config.low_water_mark)
         self._items: collections.deque[T] = collections.deque()
         self._mutex = threading.Lock()
-        self._not_empty = threading.Condition(self._mutex)
-        self._not_full = threading.Condition(self._mutex)
+        # One condition serves both waits, for items and for room (a kilobyte less per
+        # buffer, and transports keep one buffer per consumer). Every waiter re-checks its own
+        # predicate in a loop and every notify is a ``notify_all``, so sharing costs at most a
+        # spurious wake-up, and rarely: a buffer is never empty and full at once.
+        self._not_empty = self._not_full = threading.Condition(self._mutex)
         # Threads waiting in ``_not_empty`` / ``_not_full`` (changed under the mutex): a put or
         # get with nobody to wake skips the notify, a few Python calls on the hot path.
         self._getters = 0

@@ -352,8 +352,10 @@ def targets(
                 checks.append((label, f"{row['p99']:.3f} ms", row["p99"] < limit))
     ours_mem = (mem or {}).get("memory-ours")
     if ours_mem:
-        per = ours_mem["kb_per_conn"]
-        checks.append(("idle: <= 64 KB resident per transport", f"{per:.1f} KB", per <= 64))
+        for wire, key in (("SSETransport", "kb_per_sse"), ("WebSocketTransport", "kb_per_ws")):
+            per = ours_mem[key]
+            label = f"idle: <= 64 KB resident per {wire}"
+            checks.append((label, f"{per:.1f} KB", per <= 64))
         left = ours_mem["threads_after"] - ours_mem["threads_before"]
         lib = ours_mem["library_threads_after"]
         checks.append(

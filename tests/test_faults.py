@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, List, Tuple
 
 import pytest
@@ -32,6 +35,7 @@ from aikit_transports import (
     Event,
     HeartbeatTimeout,
     HTTPStreamTransport,
+    ProtocolError,
     ReconnectPolicy,
     SSETransport,
     TransportError,
@@ -113,10 +117,56 @@ def test_50_random_cuts_in_a_10000_event_stream_lose_and_repeat_nothing(wire: st
                 tally.add(r.key(event))
         finally:
             t.close()
-    assert proxy.cuts == CUTS
+    assert armed[0] == CUTS and proxy.cuts >= CUTS  # every armed cut happened
     assert len(reconnecting) >= CUTS
     assert tally.as_tuple() == (STREAM_EVENTS, 0, 0)
     assert tally.last == STREAM_EVENTS
+
+
+def test_a_cut_inside_the_response_headers_is_retried(stream_server: StreamServer) -> None:
+    # Found by the 50-cut test: http.client takes the end of the connection for the end of
+    # the headers, so "Content-Type: tex" looked like a wrong content type and failed the
+    # transport for good. A cut is a lost connection, retried like any other.
+    attempts = [0]
+
+    def route(request: RecordedRequest, writer: StreamWriter) -> None:
+        attempts[0] += 1
+        if attempts[0] == 1:
+            writer.write_raw(b"HTTP/1.1 200 OK\r\nContent-Type: tex")  # then the cut
+            writer.close_abruptly()
+            return
+        writer.send_status(200, {"Content-Type": "text/event-stream"})
+        writer.write(b"id: 1\ndata: after the cut\n\ndata: [DONE]\n\n")
+
+    stream_server.route("/cut-headers", route)
+    t = SSETransport(stream_server.url("/cut-headers"), reconnect=FAST)
+    reasons: List[TransportError] = []
+    t.on("reconnecting", lambda attempt, delay, error: reasons.append(error))
+    try:
+        assert [e.data for e in t.iter_events(timeout=10)] == ["after the cut"]
+    finally:
+        t.close()
+    assert [type(e).__name__ for e in reasons] == ["ConnectError"]
+    assert "connection lost in the response headers" in reasons[0].message
+
+
+def test_a_complete_answer_of_the_wrong_type_still_fails_at_once(
+    stream_server: StreamServer,
+) -> None:
+    for body in (b"", b"<html>login</html>"):  # with an empty body too: the headers were whole
+
+        def route(request: RecordedRequest, writer: StreamWriter, body: bytes = body) -> None:
+            writer.send_status(200, {"Content-Type": "text/html", "Content-Length": str(len(body))})
+            writer.write(body)
+
+        stream_server.route("/html", route)
+        t = SSETransport(stream_server.url("/html"), reconnect=FAST)
+        try:
+            with pytest.raises(ProtocolError, match="text/html"):
+                t.connect()
+        finally:
+            t.close()
+        assert t.metrics.reconnect_attempts == 0
 
 
 # -- 1-byte fragments ---------------------------------------------------------------------------
@@ -255,3 +305,23 @@ def test_a_silent_stall_is_detected_and_recovered(wire: str, detector: str) -> N
         assert "heartbeat_timeout" in stalls[0].message
     else:
         assert "idle_timeout" in stalls[0].message
+
+
+# -- the soak tool ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_soak_tool_runs_and_reports() -> None:
+    soak = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
+    done = subprocess.run(
+        [sys.executable, str(soak), "--seconds", "5", "--rate", "200", "--seed", "7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    for word in ("sent", "received", "lost", "duplicated", "reconnects", "errors"):
+        assert word in out
+    assert "peak threads" in out and "peak RSS" in out
+    assert "OK: every event exactly once" in out

@@ -373,3 +373,16 @@ def test_http_stream_transport_on_noise(
     assert all(isinstance(e, ProtocolError) for e in errors)  # malformed lines: reported
     assert [e.message for e in errors] == [e.message for e in parser.errors][: len(errors)]
     assert len(errors) == len(parser.errors) - too_long
+
+
+def test_a_refused_event_sets_no_retry_however_it_is_cut() -> None:
+    # Found by test_sse_parser_on_noise: fed whole, "retry: 100" was applied before the event
+    # was found too long; fed byte by byte, it was not.
+    for chunks in ([b"retry: 100\n"], [bytes([b]) for b in b"retry: 100\n"]):
+        parser = SSEParser(max_event_bytes=4)
+        for chunk in chunks:
+            parser.feed(chunk)
+        assert parser.retry is None and isinstance(parser.errors[0], MessageTooLarge)
+    parser = SSEParser(max_event_bytes=12)  # a retry line within the limit still counts
+    parser.feed(b"retry: 100\ndata: long enough to be refused\n\n")
+    assert parser.retry == 100 and parser.errors

@@ -29,6 +29,7 @@ from aikit_transports import (
     TransportState,
     WebSocketTransport,
 )
+from aikit_transports.buffer import MessageBuffer
 from aikit_transports.testing import StreamServer
 from aikit_transports.testing.ws import WebSocketServer
 from aikit_transports.transports.base import BaseTransport
@@ -291,3 +292,17 @@ def test_1000_open_close_cycles_leave_nothing_behind(wire: str, servers: Dict[st
     assert threading.active_count() == threads
     assert _fd_count() == fds
     assert growth < 512 * 1024
+
+
+def test_an_interrupt_just_before_a_producer_waits_is_not_lost() -> None:
+    # resume() interrupts the reader's wait for room; if it came just before the reader began
+    # to wait, the wait used to start afresh and last until close(): listeners starved.
+    buf: MessageBuffer[int] = MessageBuffer(BufferConfig(max_size=2, strategy="block"))
+    buf.put_many([1, 2])
+    buf.interrupt_put()  # nobody waits yet
+    result: List[int] = []
+    run_in_thread(lambda: result.append(buf.put_many([3])))
+    assert result == [0]  # returned at once with nothing stored
+    result.clear()
+    run_in_thread(lambda: result.append(buf.put_many([3], timeout=0.05)))
+    assert result == [0]  # the interrupt was used up: this one waited for its timeout

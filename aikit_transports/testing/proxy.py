@@ -71,6 +71,7 @@ class FaultProxy:
         self.bytes_down = 0
         self._cut_budget: Optional[int] = None
         self._pairs: Set[_Pair] = set()
+        self._handlers: Set[asyncio.Task[None]] = set()
         self._delay = 0.0
         self._fragment = False
         self._refusing = False
@@ -166,6 +167,10 @@ class FaultProxy:
     # -- forwarding ---------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         self.accepted += 1
         if self._refusing:
             writer.transport.abort()
@@ -260,6 +265,10 @@ class FaultProxy:
             for pair in list(self._pairs):
                 pair.abort()
             await asyncio.wait_for(self._server.wait_closed(), 5)
+            # Let the handlers see their connections end (rather than be cancelled with the
+            # loop, which Python 3.11's asyncio reports as an error).
+            if self._handlers:
+                await asyncio.wait(list(self._handlers), timeout=5)
 
         try:
             self._thread.run(shutdown)

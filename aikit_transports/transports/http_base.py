@@ -19,7 +19,6 @@ import ssl
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional, Union
-from urllib.parse import urlsplit
 
 import requests
 from urllib3.exceptions import ReadTimeoutError
@@ -376,6 +375,10 @@ class HTTPTransportBase(BaseTransport):
                             if outcome is not None:
                                 return outcome
                             raise
+                        if debug:
+                            self.log.debug(
+                                "%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk)
+                            )
                         if not chunk:
                             break  # the end: the next read says so again
                         joined += 1
@@ -475,46 +478,44 @@ class HTTPTransportBase(BaseTransport):
         self._m.bytes_sent += len(body)
 
 
-def _origin(url: Optional[str]) -> tuple[str, Optional[str], Optional[int]]:
-    parts = urlsplit(url or "")
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return parts.scheme.lower(), parts.hostname, port
-
-
 def follow_redirects(
     session: requests.Session, resp: requests.Response, **send_options: Any
 ) -> requests.Response:
     """Follow the redirects of ``resp`` (made with ``allow_redirects=False``) as ``requests``
     would (method, body, cookies, ``Authorization``), with two rules more: never from
-    ``https`` to ``http`` (``ConnectError``: the request would go out in plain text), and no
-    credential header (``Cookie``, API keys ... see :func:`is_secret_header`) once the origin
-    changes: ``requests`` itself drops only ``Authorization`` and keeps ``X-API-Key`` & co.
+    ``https`` to ``http`` (``ConnectError``: the request would go out in plain text), and where
+    ``requests`` drops ``Authorization`` (another host, port or scheme), every credential
+    header goes too (see :func:`is_secret_header`): ``requests`` keeps ``X-API-Key`` & co.
+    ``Cookie`` is left to ``requests`` (rebuilt from the cookie jar for each hop), as is
+    ``Proxy-Authorization`` (meant for the proxy).
     """
-    origin = _origin(resp.request.url)
     hops = 0
     while resp.is_redirect:
         nxt = resp.next  # the next request, built by requests (rebuild_auth, cookies, method)
         if nxt is None:
             break
+        previous = resp.request.url or ""
         resp.close()
         hops += 1
         if hops > session.max_redirects:
             raise ConnectError(f"more than {session.max_redirects} redirects", retryable=False)
-        target = _origin(nxt.url)
-        if origin[0] == "https" and target[0] != "https":
+        target = nxt.url or ""
+        if previous.lower().startswith("https:") and not target.lower().startswith("https:"):
             raise ConnectError(
-                f"refused to follow a redirect from https to {redact_url(nxt.url)}: "
+                f"refused to follow a redirect from https to {redact_url(target)}: "
                 "the request would go out in plain text",
                 retryable=False,
             )
-        if target != origin:
-            for name in [name for name in nxt.headers if is_secret_header(name)]:
+        if session.should_strip_auth(previous, target):  # type: ignore[no-untyped-call]
+            for name in [n for n in nxt.headers if _credential(n)]:
                 del nxt.headers[name]
         resp = session.send(nxt, allow_redirects=False, **send_options)
     return resp
+
+
+def _credential(name: str) -> bool:
+    lowered = name.lower()
+    return is_secret_header(name) and lowered != "cookie" and not lowered.startswith("proxy-")
 
 
 def _is_tls_error(exc: BaseException) -> bool:
