@@ -190,28 +190,15 @@ class HTTPTransportBase(BaseTransport):
             )
         try:
             with watch_sockets(self._watch_socket):
-                resp = self._session.request(
+                resp = self._http(
                     self.method,
                     self.url,
+                    timeout=(self.timeout, self._read_timeout()),
+                    stream=stream,
                     params=self.params,
                     json=self.json_body,
                     data=self.data_body,
                     headers=self._request_headers(),
-                    stream=stream,
-                    timeout=(self.timeout, self._read_timeout()),
-                    verify=self.verify,
-                    cert=self.cert,
-                    proxies=self.proxies,
-                    allow_redirects=False,
-                )
-                resp = follow_redirects(
-                    self._session,
-                    resp,
-                    stream=stream,
-                    timeout=(self.timeout, self._read_timeout()),
-                    verify=self.verify,
-                    cert=self.cert,
-                    proxies=self.proxies,
                 )
         except requests.RequestException as exc:
             raise self._request_failed(exc) from None
@@ -226,6 +213,27 @@ class HTTPTransportBase(BaseTransport):
         if resp.status_code >= 300:
             self._raise_status(resp)
         return resp
+
+    def _http(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: Union[float, tuple[float, Optional[float]]],
+        stream: bool = False,
+        **request: Any,
+    ) -> requests.Response:
+        """One request with the transport's TLS and proxy options, redirects followed by the
+        rules of :func:`follow_redirects` (no downgrade, credentials kept to their host)."""
+        options: dict[str, Any] = {
+            "stream": stream,
+            "timeout": timeout,
+            "verify": self.verify,
+            "cert": self.cert,
+            "proxies": self.proxies,
+        }
+        resp = self._session.request(method, url, allow_redirects=False, **request, **options)
+        return follow_redirects(self._session, resp, **options)
 
     def _read_timeout(self) -> Optional[float]:
         """Seconds to wait for the response to begin (a long poll waits longer than ``timeout``)."""
@@ -443,23 +451,8 @@ class HTTPTransportBase(BaseTransport):
         headers = dict(self.headers)
         headers["Content-Type"] = content_type
         try:
-            resp = self._session.post(
-                self.send_url,
-                data=body,
-                headers=headers,
-                timeout=timeout or self.timeout,
-                verify=self.verify,
-                cert=self.cert,
-                proxies=self.proxies,
-                allow_redirects=False,
-            )
-            resp = follow_redirects(
-                self._session,
-                resp,
-                timeout=timeout or self.timeout,
-                verify=self.verify,
-                cert=self.cert,
-                proxies=self.proxies,
+            resp = self._http(
+                "POST", self.send_url, timeout=timeout or self.timeout, data=body, headers=headers
             )
         except requests.RequestException as exc:
             error = self._request_failed(exc)
