@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import time
 import tracemalloc
 import weakref
 from collections.abc import Iterator
@@ -289,9 +290,21 @@ def test_1000_open_close_cycles_leave_nothing_behind(wire: str, servers: Dict[st
         tracemalloc.stop()
     print(f"\nCYCLES {wire}: 1000 open/close, memory growth over the last 900: {growth} bytes")
     assert len(alive) == 0  # every transport was freed
-    assert threading.active_count() == threads
-    assert _fd_count() == fds
+    # The last cycle's server-side handler thread and socket end on their own, just after
+    # close() returned: give them a bounded moment, as the leak guard does.
+    _settled(lambda: threading.active_count() <= threads and _fd_count() <= fds)
+    # no growth (the baseline may itself have caught a server thread that was ending)
+    assert threading.active_count() <= threads
+    assert _fd_count() <= fds
     assert growth < 512 * 1024
+
+
+def _settled(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds (or ``timeout`` passes: the caller's asserts then fail)."""
+    pause = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        pause.wait(0.01)
 
 
 def test_an_interrupt_just_before_a_producer_waits_is_not_lost() -> None:
