@@ -8,6 +8,7 @@
   forever), then closes with 1000. WebSocket has no Last-Event-ID: real APIs resume with a
   message naming the last id seen, and :class:`WebSocketResume` does that for a transport.
 * :class:`Tally`: checks a received id sequence: exactly once, in order.
+* :func:`connect_in_background`: ``connect()`` in a thread, its error kept for the test.
 """
 
 from __future__ import annotations
@@ -237,3 +238,20 @@ class Tally:
 
     def as_tuple(self) -> Tuple[int, int, int]:
         return self.received, self.lost, self.duplicated
+
+
+def connect_in_background(t: Any) -> Tuple[threading.Thread, List[Any]]:
+    """Start ``t.connect()`` in a thread; the list receives the ``TransportError`` it raises."""
+    from aikit_transports import TransportError
+
+    outcome: List[Any] = []
+
+    def connect() -> None:
+        try:
+            t.connect()
+        except TransportError as exc:
+            outcome.append(exc)
+
+    connector = threading.Thread(target=connect)
+    connector.start()
+    return connector, outcome

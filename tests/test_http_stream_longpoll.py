@@ -7,6 +7,7 @@ import time
 from typing import Any, Callable, NamedTuple, Optional
 
 import pytest
+from faultkit import connect_in_background
 
 from aikit_transports import (
     Event,
@@ -159,17 +160,8 @@ def test_close_interrupts_a_poll_waiting_for_its_answer(
     stream_server.route("/lp", poll)
     # idle_timeout=None: the poll would wait for ever
     t = HTTPStreamTransport(stream_server.url("/lp?count=1"), mode="long-poll", idle_timeout=None)
-    outcome: list[BaseException] = []
-
-    def connect() -> None:
-        try:
-            t.connect()
-        except TransportError as exc:
-            outcome.append(exc)
-
-    connector = threading.Thread(target=connect)
     if held == 1:
-        connector.start()
+        connector, outcome = connect_in_background(t)
     else:
         assert ids(take(t, 1)) == [1]
     stream_server.wait_for_requests(held)

@@ -8,6 +8,7 @@ import time
 from typing import Any, Callable
 
 import pytest
+from faultkit import connect_in_background
 
 from aikit_transports import (
     BackpressureInfo,
@@ -31,21 +32,6 @@ FAST = ReconnectPolicy(initial_delay=0, jitter=0, max_attempts=5)
 
 def ids(events: list[Event]) -> list[int]:
     return [int(e.id or 0) for e in events]
-
-
-def connect_in_background(t: SSETransport) -> tuple[threading.Thread, list[TransportError]]:
-    """Start ``t.connect()`` in a thread; the list receives the error it raises."""
-    outcome: list[TransportError] = []
-
-    def connect() -> None:
-        try:
-            t.connect()
-        except TransportError as exc:
-            outcome.append(exc)
-
-    connector = threading.Thread(target=connect)
-    connector.start()
-    return connector, outcome
 
 
 def test_reconnects_through_many_drops_without_loss_or_duplicates(
