@@ -61,6 +61,11 @@ EOF_ = "eof"
 _UNHEALTHY_AFTER = 3
 
 
+def url_scheme(url: str) -> str:
+    """The scheme of ``url``, lower-cased (``""`` when it has none)."""
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
 class BaseTransport:
     """What every wire shares; see the module docstring for the subclass contract."""
 
@@ -87,7 +92,7 @@ class BaseTransport:
     ) -> None:
         if not isinstance(url, str) or not url:
             raise ValueError("url must be a non-empty string")
-        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        scheme = url_scheme(url)
         if self.schemes and scheme not in self.schemes:
             raise ValueError(
                 f"url scheme {scheme or '(none)'!r} is not supported by {type(self).__name__}; "

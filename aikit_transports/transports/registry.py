@@ -13,7 +13,7 @@ from typing import Dict, Tuple, Type, Union
 
 from ..errors import NotSupportedError
 from ..events import TransportType
-from .base import BaseTransport
+from .base import BaseTransport, url_scheme
 
 __all__ = [
     "WireSpec",
@@ -138,7 +138,7 @@ def _accepts_option(cls: type, name: str) -> bool:
 def wire_for_scheme(url: str) -> TransportType:
     """The default wire for a URL: ``ws``/``wss`` → WebSocket, ``http``/``https`` → SSE,
     ``redis``/``rediss`` → Redis Streams."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    scheme = url_scheme(url)
     try:
         return _SCHEME_WIRES[scheme]
     except KeyError:
