@@ -578,5 +578,3 @@ class TransportManager:
             state = t.state.value
             by_state[state] = by_state.get(state, 0) + 1
         return {"total": len(transports), "by_type": by_type, "by_state": by_state}
-
-

@@ -1,6 +1,6 @@
 """Behaviour kept by the fast paths of issue 8 (block splitting by line hops, plain body reads
-with coalescing, inlined listener dispatch, one condition per buffer). No timings here: speed
-is measured by ``bench/run.py``."""
+with coalescing, our own de-chunking, inlined listener dispatch, one condition per buffer). No
+timings here: speed is measured by ``bench/run.py``."""
 
 from __future__ import annotations
 
@@ -76,8 +76,16 @@ def test_a_body_cut_short_of_its_content_length_is_a_lost_connection(
         writer.close_abruptly()
 
     stream_server.route("/short", short)
+    received, failure = _until_it_fails(stream_server.url("/short"))
+    assert received == ["one", "two"]
+    assert "Content-Length" in failure
+
+
+def _until_it_fails(url: str) -> tuple[List[str], str]:
+    """The data of the events an SSE stream at ``url`` delivers before its connection fails
+    (no retry), and the message of that failure."""
     t = SSETransport(
-        stream_server.url("/short"),
+        url,
         reconnect_on_eof=False,  # a clean end would be "done": a cut one is not
         reconnect=ReconnectPolicy(max_attempts=0),
     )
@@ -86,8 +94,51 @@ def test_a_body_cut_short_of_its_content_length_is_a_lost_connection(
         for event in t.iter_events(timeout=10):
             received.append(event.data)
     t.close()
+    return received, str(failed.value.__cause__)
+
+
+def _raw_chunked(body_chunks: List[bytes], tail: bytes) -> bytes:
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    chunks = b"".join(b"%x;n=%d\r\n%s\r\n" % (len(c), i, c) for i, c in enumerate(body_chunks))
+    return head + chunks + tail
+
+
+def test_events_cut_across_many_http_chunks_in_one_write_with_extensions_and_trailers(
+    stream_server: StreamServer,
+) -> None:
+    stream = b"".join(b"id: %d\ndata: event %d\n\n" % (i, i) for i in range(200))
+    pieces = [stream[i : i + 7] for i in range(0, len(stream), 7)]  # events cut anywhere
+    wire = _raw_chunked(pieces, b"0\r\nX-Trailer: yes\r\n\r\n")
+    stream_server.route("/many", lambda request, writer: writer.write_raw(wire))
+    t = SSETransport(stream_server.url("/many"), reconnect_on_eof=False)
+    errors: List[Exception] = []
+    t.on("error", errors.append)
+    received = [event.data for event in t.iter_events(timeout=10)]
+    t.close()
+    assert received == [f"event {i}" for i in range(200)]
+    assert errors == [] and t.last_event_id == "199"
+
+
+@pytest.mark.parametrize(
+    "tail, message",
+    [
+        (b"zz\r\ndata: x\n\n\r\n", "broken chunked framing"),  # a size that is not hex
+        (b"5\r\ndata: x\n\n\r\n", "broken chunked framing"),  # data longer than its size
+        (b"40\r\ndata: cut sho", "middle of the response"),  # cut inside a chunk
+    ],
+    ids=["bad-size", "overlong-data", "cut"],
+)
+def test_broken_chunked_framing_is_a_lost_connection_after_the_good_events(
+    stream_server: StreamServer, tail: bytes, message: str
+) -> None:
+    wire = _raw_chunked([b"id: 1\ndata: one\n\n", b"id: 2\ndata: two\n\n"], tail)
+    stream_server.route("/broken", lambda request, writer: writer.write_raw(wire))
+    received, failure = _until_it_fails(stream_server.url("/broken"))
     assert received == ["one", "two"]
-    assert "Content-Length" in str(failed.value.__cause__)
+    assert message in failure
 
 
 def test_a_listener_that_unsubscribes_mid_batch_gets_no_more_events(

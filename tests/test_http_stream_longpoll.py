@@ -79,12 +79,13 @@ def take(t: HTTPStreamTransport, n: int) -> list[Event]:
     return [next(it) for _ in range(n)]
 
 
+@pytest.mark.parametrize("chunked", [0, 1], ids=["content-length", "chunked"])
 def test_polls_with_204s_and_a_cursor_over_one_kept_alive_connection(
-    stream_server: StreamServer,
+    stream_server: StreamServer, chunked: int
 ) -> None:
     poll = RecordingPoll()
     stream_server.route("/lp", poll)
-    url = stream_server.url("/lp?count=30&per_poll=4&batch=3&empty_polls=3")
+    url = stream_server.url(f"/lp?count=30&per_poll=4&batch=3&empty_polls=3&chunked={chunked}")
     connected: list[int] = []
     t = HTTPStreamTransport(url, mode="long-poll", poll_interval=0.01, reconnect=FAST)
     t.on("connected", lambda: connected.append(1))

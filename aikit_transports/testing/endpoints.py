@@ -273,9 +273,10 @@ class LongPoll:
     Parameters: ``count`` (events in all, default 10), ``batch`` (most lines per answer, default
     100), ``per_poll`` (events that become available with each poll, default all at once),
     ``empty_polls`` (the first polls that make nothing available, default 0), ``size``,
-    ``status``. Availability is counted per query string, so each test's stream is its own.
-    Answers: 200 ``application/x-ndjson`` with ``Content-Length`` (the connection stays open
-    for the next poll), or 204 when nothing is new.
+    ``status``, ``chunked`` (``1``: each line in an HTTP chunk of its own, default ``0``).
+    Availability is counted per query string, so each test's stream is its own.
+    Answers: 200 ``application/x-ndjson`` with ``Content-Length`` or chunked (the connection
+    stays open for the next poll either way), or 204 when nothing is new.
     """
 
     def __init__(self) -> None:
@@ -303,7 +304,13 @@ class LongPoll:
         if first > last:
             writer.send_status(204)
             return
-        body = b"".join(_ndjson_line(i, size) for i in range(first, last + 1))
+        lines = [_ndjson_line(i, size) for i in range(first, last + 1)]
+        if params.flag("chunked", False):
+            writer.send_status(200, {"Content-Type": "application/x-ndjson"}, chunked=True)
+            for line in lines:
+                writer.write(line)
+            return
+        body = b"".join(lines)
         writer.send_status(
             200, {"Content-Type": "application/x-ndjson", "Content-Length": str(len(body))}
         )

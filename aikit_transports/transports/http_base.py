@@ -1,7 +1,9 @@
 """The HTTP side shared by SSE and HTTP streaming: one request on ``requests``, read as it arrives.
 
-Reads use ``read1`` (at most one socket read), so an event is handed on as soon as its last
-byte arrives, whatever the framing (chunked, close-delimited, gzip) and ``chunk_size``.
+Each read is at most one socket read (``read1``), so an event is handed on as soon as its last
+byte arrives, whatever the framing (chunked, close-delimited, gzip) and ``chunk_size``; a
+chunked body is de-chunked here (:class:`~aikit_transports.parsers.chunked.ChunkedDecoder`), so
+that one read, and the batch of events parsed from it, spans HTTP chunks.
 ``close()`` from another thread shuts the socket down, which wakes a reader blocked in a read
 (``Response.close()`` alone would wait for the read to finish).
 """
@@ -33,6 +35,7 @@ from ..errors import (
 )
 from ..events import Event
 from ..logs import snippet
+from ..parsers.chunked import ChunkedDecoder
 from ..redact import describe_exception, is_secret_header, redact_headers, redact_url
 from ..validate import check_int
 from .base import BaseTransport
@@ -74,9 +77,8 @@ def _response_socket(resp: requests.Response) -> Optional[socket.socket]:
 def _plain_body(resp: requests.Response) -> Optional[http.client.HTTPResponse]:
     """The ``http.client`` response under ``resp`` when its body is not content-encoded.
 
-    Its ``read1`` does what urllib3's does for such a body (chunked and close-delimited
-    framing included) without urllib3's layers, which cost several Python calls per read and
-    copy every read shorter than asked through a ``BytesIO``: more than parsing large events.
+    It is read without urllib3's layers, which cost several Python calls per read and copy
+    every read shorter than asked through a ``BytesIO``: more than parsing large events.
     An encoded body (gzip ...) keeps urllib3's decoder, so ``None`` for it.
     """
     fp = getattr(resp.raw, "_fp", None)
@@ -89,6 +91,8 @@ def _plain_body(resp: requests.Response) -> Optional[http.client.HTTPResponse]:
 
 #: At most this many more reads join one batch (see ``_read_body``).
 _COALESCE_READS = 3
+
+_CUT_IN_BODY = "connection lost: the server closed it in the middle of the response"
 
 
 def _ready_check(sock: Optional[socket.socket]) -> Optional[Callable[[], bool]]:
@@ -103,6 +107,73 @@ def _ready_check(sock: Optional[socket.socket]) -> Optional[Callable[[], bool]]:
     poller.register(sock, select.POLLIN)
     poll = poller.poll
     return lambda: bool(poll(0))
+
+
+class _BodyReader:
+    """Reads the body of one response as it arrives: ``read(n)`` returns at most ``n`` bytes of
+    body after at most one socket read, and ``b""`` once the body is complete; a body cut short
+    raises ``ConnectError``.
+
+    A chunked body without content coding is read straight from the connection and de-chunked
+    by :class:`ChunkedDecoder`, so that one read spans HTTP chunks (``http.client`` stops each
+    read at a chunk's end); another uncoded body goes through ``http.client``'s ``read1``; an
+    encoded one (gzip ...) through urllib3, which decodes it.
+    """
+
+    __slots__ = ("read", "_plain", "_decoder", "_ready")
+
+    def __init__(self, resp: requests.Response, sock: Optional[socket.socket]) -> None:
+        plain = _plain_body(resp)
+        self._plain = plain
+        self._decoder: Optional[ChunkedDecoder] = None
+        self._ready = _ready_check(sock) if plain is not None else None
+        self.read: Callable[[int], bytes]
+        if plain is None:
+            raw = resp.raw
+            self.read = functools.partial(getattr(raw, "read1", raw.read), decode_content=True)
+        elif plain.chunked and plain.chunk_left is None and plain.fp is not None:
+            self._decoder = ChunkedDecoder()
+            self.read = functools.partial(self._read_chunked, plain, self._decoder)
+        else:
+            self.read = functools.partial(self._read_plain, plain)
+
+    def more_ready(self) -> bool:
+        """Whether more of the body waits on the connection, so that a read returns at once."""
+        ready = self._ready
+        if ready is None:
+            return False
+        decoder = self._decoder
+        if decoder is not None:
+            return not decoder.done and ready()
+        plain = self._plain
+        return plain is not None and not plain.chunked and ready()
+
+    @staticmethod
+    def _read_chunked(plain: http.client.HTTPResponse, decoder: ChunkedDecoder, size: int) -> bytes:
+        while not decoder.done:
+            if decoder.error is not None:  # raised once the body before it was handed on
+                raise decoder.error
+            data = plain.fp.read1(size)
+            if not data:
+                raise ConnectError(_CUT_IN_BODY, retryable=True)
+            body = decoder.feed(data)
+            if body:
+                return body
+        plain.close()  # all read: a kept-alive connection can serve again
+        return b""
+
+    @staticmethod
+    def _read_plain(plain: http.client.HTTPResponse, size: int) -> bytes:
+        data = plain.read1(size)
+        if not data:  # what urllib3 does at the end of a body
+            if plain.length:
+                raise ConnectError(
+                    f"connection lost: the body ended {plain.length} bytes short of its "
+                    "Content-Length",
+                    retryable=True,
+                )
+            plain.close()
+        return data
 
 
 def cut_in_headers(resp: requests.Response) -> bool:
@@ -324,20 +395,14 @@ class HTTPTransportBase(BaseTransport):
     ) -> str:
         """Read the response as it arrives, feed the parser, hand events on; ``"eof"`` at the end.
 
-        ``errors()`` returns the parser's error list (checked by truthiness after each chunk),
+        ``errors()`` returns the parser's error list (checked by truthiness after each read),
         ``on_events`` publishes a batch and may return ``"done"`` to end the stream.
         """
         resp = self._resp
         if resp is None:
             return "eof"
-        raw = resp.raw
-        plain = _plain_body(resp)
-        read: Callable[[int], bytes]
-        if plain is not None:
-            read = plain.read1
-        else:
-            read = functools.partial(getattr(raw, "read1", raw.read), decode_content=True)
-        ready = _ready_check(self._sock) if plain is not None else None
+        body = _BodyReader(resp, self._sock)
+        read = body.read
         # A batch that fills a quarter of the consumers' buffers is big enough: joining more
         # would only make the reader wait for room.
         join_below = self.buffer_config.max_size // 4
@@ -352,46 +417,34 @@ class HTTPTransportBase(BaseTransport):
                 if debug:
                     self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
                 if not chunk:
-                    if plain is not None:  # what urllib3 does at the end of a body
-                        if plain.length:
-                            raise ConnectError(
-                                f"connection lost: the body ended {plain.length} bytes short "
-                                "of its Content-Length",
-                                retryable=True,
-                            )
-                        plain.close()  # so that a kept-alive connection can serve again
                     return "eof"
                 m.bytes_received += len(chunk)
                 m.last_traffic_at = monotonic()
                 events = feed(chunk)
-                if events and ready is not None and plain is not None:
-                    # More of the body already here (the rest of an HTTP chunk, or more of an
-                    # unframed body: a read returns at once) joins this batch: one hand-off to
-                    # the consumers instead of several, and never a wait for bytes not yet here.
-                    joined = 0
-                    while (
-                        joined < _COALESCE_READS
-                        and len(events) < join_below
-                        and (plain.chunk_left or not plain.chunked)
-                        and not errors()
-                        and ready()
-                    ):
-                        try:
-                            chunk = read(size)
-                        except Exception:  # what was read before the failure goes out first
-                            outcome = on_events(events)
-                            if outcome is not None:
-                                return outcome
-                            raise
-                        if debug:
-                            self.log.debug(
-                                "%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk)
-                            )
-                        if not chunk:
-                            break  # the end: the next read says so again
-                        joined += 1
-                        m.bytes_received += len(chunk)
-                        events = [*events, *feed(chunk)]
+                # More of the body already here (a read returns at once) joins this batch: one
+                # hand-off to the consumers instead of several, never a wait for bytes to come.
+                joined = 0
+                while (
+                    events
+                    and joined < _COALESCE_READS
+                    and len(events) < join_below
+                    and body.more_ready()
+                    and not errors()
+                ):
+                    try:
+                        chunk = read(size)
+                    except Exception:  # what was read before the failure goes out first
+                        outcome = on_events(events)
+                        if outcome is not None:
+                            return outcome
+                        raise
+                    if debug:
+                        self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
+                    if not chunk:
+                        break  # the end: the next read says so again
+                    joined += 1
+                    m.bytes_received += len(chunk)
+                    events = [*events, *feed(chunk)]
                 if events:
                     outcome = on_events(events)
                     if outcome is not None:
@@ -426,10 +479,7 @@ class HTTPTransportBase(BaseTransport):
         if self._stop.is_set():
             return ConnectError("closed", retryable=False)
         if "IncompleteRead" in str(exc) or "InvalidChunkLength" in str(exc):
-            return ConnectError(
-                "connection lost: the server closed it in the middle of the response",
-                retryable=True,
-            )
+            return ConnectError(_CUT_IN_BODY, retryable=True)
         return ConnectError(f"connection lost: {describe_exception(exc)}", retryable=True)
 
     # -- sending -----------------------------------------------------------------------

@@ -6,7 +6,7 @@ from aikit_transports import BufferConfig, SSETransport
 
 buffer = BufferConfig(max_size=100, strategy="drop-oldest")
 t = SSETransport("https://feed.example.com/prices", buffer=buffer)
-t.on("backpressure", lambda info: print(f"backpressure at {info.size}/{info.max_size}"))
+t.on("backpressure", lambda info: print(f"backpressure: {info.strategy.value} {info.max_size}"))
 finished = threading.Event()
 t.on("done", finished.set)
 
