@@ -17,7 +17,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Tuple, Type, cast
+from typing import Any, Dict, List, Optional, Set, Tuple, Type, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from requests.structures import CaseInsensitiveDict
@@ -56,8 +56,11 @@ class StreamServer:
         self._requests: List[RecordedRequest] = []
         self._requests_changed = threading.Condition()
         self._closing = threading.Event()  # set by close(): routes that pause or hold stop
-        self._lock = threading.Lock()  # guards _connections, _served and _closed
-        self._connections: Dict[socket.socket, threading.Thread] = {}
+        self._lock = threading.Lock()  # guards _connections, _threads, _served and _closed
+        self._connections: Set[socket.socket] = set()
+        # Every connection thread not known to have ended: one leaves ``_connections`` a little
+        # before it ends, and close() must still wait for it.
+        self._threads: List[threading.Thread] = []
         self._served = 0
         self._closed = False
         self._wake_reader, self._wake_writer = socket.socketpair()  # wakes the accept loop
@@ -125,11 +128,12 @@ class StreamServer:
             self._wake_writer.send(b"x")
         self._acceptor.join(timeout)
         with self._lock:  # no connection is added once _closed is set and the acceptor is gone
-            connections = list(self._connections.items())
-        for conn, _ in connections:
+            connections = list(self._connections)
+            threads = list(self._threads)
+        for conn in connections:
             with contextlib.suppress(OSError):  # unless it ended by itself meanwhile
                 conn.shutdown(socket.SHUT_RDWR)
-        for _, thread in connections:
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 logger.warning(
@@ -179,7 +183,9 @@ class StreamServer:
                 name=f"{_THREAD_PREFIX}-conn-{self.port}-{self._served}",
                 daemon=True,
             )
-            self._connections[conn] = thread
+            self._connections.add(conn)
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
             thread.start()
 
     def _serve_connection(self, conn: socket.socket, address: Tuple[str, int]) -> None:
@@ -191,7 +197,7 @@ class StreamServer:
             logger.exception("test server connection from %s failed", address)
         finally:
             with self._lock:
-                self._connections.pop(conn, None)
+                self._connections.discard(conn)
             conn.close()
 
     def _close_sockets(self) -> None:
