@@ -1,4 +1,5 @@
-"""Size limits and bounded memory: endless lines, 100 MB events and frames, a paused consumer.
+"""Size limits and bounded memory: endless lines, 100 MB events and frames, a paused consumer,
+an idle stream.
 
 Each case measures the memory the process allocated meanwhile (``tracemalloc`` peak, every
 thread, the in-process servers included) and asserts a bound well under what the server sent,
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -327,3 +329,40 @@ def test_a_paused_consumer_of_an_endless_stream_holds_bounded_memory(
             assert after[:MAX_SIZE] == list(range(delivered + 1, delivered + MAX_SIZE + 1))
         else:  # the newest were kept: a gap right after the pause
             assert after[0] > delivered + 1
+
+
+# -- idle streams ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/sse?count=1&end=hold", "/sse?count=1&end=hold&chunked=0", "/ndjson?count=1&end=hold"],
+    ids=["sse-chunked", "sse-close-delimited", "ndjson-chunked"],
+)
+def test_a_stream_waiting_for_its_next_event_holds_no_read_buffer(
+    stream_server: StreamServer, path: str, wait_until: Callable[..., Any]
+) -> None:
+    """A read blocked in the socket would hold a buffer of ``chunk_size`` (64 KiB) for as long
+    as the stream is quiet: the reader waits in ``http.client``'s small buffer instead."""
+    cls = SSETransport if path.startswith("/sse") else HTTPStreamTransport
+    with traced():
+        t = cls(stream_server.url(path))
+        events = t.iter_events(timeout=10)
+        next(events)
+        reader = t._reader
+        assert reader is not None and reader.ident is not None
+
+        def reader_waits() -> bool:  # in a read, under _read_body
+            frame = sys._current_frames().get(reader.ident or 0)
+            names = set()
+            while frame is not None:
+                names.add(frame.f_code.co_name)
+                frame = frame.f_back
+            return "_read_body" in names and "readinto" in names
+
+        try:
+            wait_until(reader_waits, message="the reader waiting for the next event")
+            traces = tracemalloc.take_snapshot().traces
+        finally:
+            t.close()
+    assert [trace.size for trace in traces if trace.size >= 16384] == []

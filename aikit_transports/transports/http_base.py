@@ -118,6 +118,10 @@ class _BodyReader:
     by :class:`ChunkedDecoder`, so that one read spans HTTP chunks (``http.client`` stops each
     read at a chunk's end); another uncoded body goes through ``http.client``'s ``read1``; an
     encoded one (gzip ...) through urllib3, which decodes it.
+
+    A read blocked in the socket holds a buffer of the size asked for, 64 KiB for each idle
+    stream; so when nothing waits on the socket, the wait happens in ``http.client``'s reader
+    (``peek``), which fills its own small buffer, and the read that follows takes that.
     """
 
     __slots__ = ("read", "_plain", "_decoder", "_ready")
@@ -148,11 +152,19 @@ class _BodyReader:
         plain = self._plain
         return plain is not None and not plain.chunked and ready()
 
-    @staticmethod
-    def _read_chunked(plain: http.client.HTTPResponse, decoder: ChunkedDecoder, size: int) -> bytes:
+    def _wait(self, plain: http.client.HTTPResponse) -> None:
+        """Wait for bytes without a read buffer of our own (see the class)."""
+        ready = self._ready
+        if ready is not None and not ready():
+            plain.fp.peek(1)  # at once if bytes are buffered there; or it waits for them
+
+    def _read_chunked(
+        self, plain: http.client.HTTPResponse, decoder: ChunkedDecoder, size: int
+    ) -> bytes:
         while not decoder.done:
             if decoder.error is not None:  # raised once the body before it was handed on
                 raise decoder.error
+            self._wait(plain)
             data = plain.fp.read1(size)
             if not data:
                 raise ConnectError(_CUT_IN_BODY, retryable=True)
@@ -162,8 +174,9 @@ class _BodyReader:
         plain.close()  # all read: a kept-alive connection can serve again
         return b""
 
-    @staticmethod
-    def _read_plain(plain: http.client.HTTPResponse, size: int) -> bytes:
+    def _read_plain(self, plain: http.client.HTTPResponse, size: int) -> bytes:
+        if plain.length != 0:  # 0: the whole body is in, no byte is to come
+            self._wait(plain)
         data = plain.read1(size)
         if not data:  # what urllib3 does at the end of a body
             if plain.length:
