@@ -9,6 +9,7 @@
   message naming the last id seen, and :class:`WebSocketResume` does that for a transport.
 * :class:`Tally`: checks a received id sequence: exactly once, in order.
 * :func:`connect_in_background`: ``connect()`` in a thread, its error kept for the test.
+* :func:`allocations_while_idle`: what an HTTP stream's reader holds while it waits.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import sys
 import threading
+import tracemalloc
 from typing import Any, Callable, Dict, List, Tuple
 
 from aikit_transports import Event
@@ -255,3 +258,38 @@ def connect_in_background(t: Any) -> Tuple[threading.Thread, List[Any]]:
     connector = threading.Thread(target=connect)
     connector.start()
     return connector, outcome
+
+
+def allocations_while_idle(
+    make: Callable[[], BaseTransport], wait_until: Callable[..., Any]
+) -> List[int]:
+    """Sizes of the allocations of 16 KiB or more (the test servers' left out) alive while
+    the transport ``make()`` returns waits for its next event, once it has delivered one."""
+
+    def reader_in_a_read(t: BaseTransport) -> bool:
+        reader = t._reader
+        frame = sys._current_frames().get(reader.ident or 0) if reader is not None else None
+        names = set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        return "_read_body" in names and "readinto" in names
+
+    tracemalloc.start()
+    try:
+        t = make()
+        try:
+            next(t.iter_events(timeout=10))
+            wait_until(lambda: reader_in_a_read(t), message="the reader waiting for more")
+            snapshot = tracemalloc.take_snapshot()
+        finally:
+            t.close()
+    finally:
+        tracemalloc.stop()
+    ours = snapshot.filter_traces(
+        [  # the in-process servers and proxies: their threads and their asyncio loops
+            tracemalloc.Filter(False, "*/aikit_transports/testing/*"),
+            tracemalloc.Filter(False, "*/asyncio/*"),
+        ]
+    )
+    return [trace.size for trace in ours.traces if trace.size >= 16384]

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import threading
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any, Callable, Dict, List
 
 import pytest
-from faultkit import ResumableWebSocketServer, WebSocketResume, forever_route, ndjson_line
+from faultkit import (
+    ResumableWebSocketServer,
+    WebSocketResume,
+    allocations_while_idle,
+    forever_route,
+    ndjson_line,
+)
 
 from aikit_transports import (
     BufferConfig,
@@ -345,24 +350,4 @@ def test_a_stream_waiting_for_its_next_event_holds_no_read_buffer(
     """A read blocked in the socket would hold a buffer of ``chunk_size`` (64 KiB) for as long
     as the stream is quiet: the reader waits in ``http.client``'s small buffer instead."""
     cls = SSETransport if path.startswith("/sse") else HTTPStreamTransport
-    with traced():
-        t = cls(stream_server.url(path))
-        events = t.iter_events(timeout=10)
-        next(events)
-        reader = t._reader
-        assert reader is not None and reader.ident is not None
-
-        def reader_waits() -> bool:  # in a read, under _read_body
-            frame = sys._current_frames().get(reader.ident or 0)
-            names = set()
-            while frame is not None:
-                names.add(frame.f_code.co_name)
-                frame = frame.f_back
-            return "_read_body" in names and "readinto" in names
-
-        try:
-            wait_until(reader_waits, message="the reader waiting for the next event")
-            traces = tracemalloc.take_snapshot().traces
-        finally:
-            t.close()
-    assert [trace.size for trace in traces if trace.size >= 16384] == []
+    assert allocations_while_idle(lambda: cls(stream_server.url(path)), wait_until) == []

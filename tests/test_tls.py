@@ -13,9 +13,10 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Callable, List
 
 import pytest
+from faultkit import allocations_while_idle
 
 from aikit_transports import (
     ConnectError,
@@ -162,6 +163,19 @@ def test_send_over_https_uses_verify(certs: Certs) -> None:
                     assert _plain_requests(r) == 0
             finally:
                 t.close()
+
+
+@pytest.mark.parametrize("wire", ["sse", "http-stream"])
+def test_an_idle_stream_over_tls_holds_no_read_buffer(
+    certs: Certs, wire: str, wait_until: Callable[..., Any]
+) -> None:
+    """With TLS too (decrypted bytes may wait in the TLS layer while the socket is idle)."""
+    path = "/sse?count=1&end=hold" if wire == "sse" else "/ndjson?count=1&end=hold"
+    with rig(wire, certs.good) as r:
+        held = allocations_while_idle(
+            lambda: r.transport(r.url(path), verify=certs.ca_path), wait_until
+        )
+    assert held == []
 
 
 # -- untrusted or wrong host ---------------------------------------------------------------------

@@ -95,13 +95,9 @@ _COALESCE_READS = 3
 _CUT_IN_BODY = "connection lost: the server closed it in the middle of the response"
 
 
-def _ready_check(sock: Optional[socket.socket]) -> Optional[Callable[[], bool]]:
-    """A check that bytes (or the end) wait on ``sock``, so that a read returns at once.
-
-    None where it cannot tell: no socket, or TLS (decrypted bytes may wait in the TLS layer
-    while the socket looks idle, and a readable socket may hold only part of a record).
-    """
-    if sock is None or isinstance(sock, ssl.SSLSocket) or not hasattr(select, "poll"):
+def _socket_poll(sock: Optional[socket.socket]) -> Optional[Callable[[], bool]]:
+    """A check that bytes (or the end) wait on the socket itself; None without one."""
+    if sock is None or not hasattr(select, "poll"):
         return None
     poller = select.poll()
     poller.register(sock, select.POLLIN)
@@ -120,17 +116,25 @@ class _BodyReader:
     encoded one (gzip ...) through urllib3, which decodes it.
 
     A read blocked in the socket holds a buffer of the size asked for, 64 KiB for each idle
-    stream; so when nothing waits on the socket, the wait happens in ``http.client``'s reader
+    stream; so when nothing has arrived, the wait happens in ``http.client``'s reader
     (``peek``), which fills its own small buffer, and the read that follows takes that.
     """
 
-    __slots__ = ("read", "_plain", "_decoder", "_ready")
+    __slots__ = ("read", "_plain", "_decoder", "_ready", "_arrived")
 
     def __init__(self, resp: requests.Response, sock: Optional[socket.socket]) -> None:
         plain = _plain_body(resp)
         self._plain = plain
         self._decoder: Optional[ChunkedDecoder] = None
-        self._ready = _ready_check(sock) if plain is not None else None
+        poll = _socket_poll(sock) if plain is not None else None
+        # ``_ready``: a read now returns at once, so it may join a batch (never known with TLS:
+        # a readable socket may hold only part of a record). ``_arrived``: bytes came, on the
+        # socket or already decrypted in the TLS layer, so a read will not wait for long.
+        self._ready = self._arrived = poll
+        if poll is not None and isinstance(sock, ssl.SSLSocket):
+            pending = sock.pending
+            self._ready = None
+            self._arrived = lambda: pending() > 0 or poll()
         self.read: Callable[[int], bytes]
         if plain is None:
             raw = resp.raw
@@ -154,8 +158,8 @@ class _BodyReader:
 
     def _wait(self, plain: http.client.HTTPResponse) -> None:
         """Wait for bytes without a read buffer of our own (see the class)."""
-        ready = self._ready
-        if ready is not None and not ready():
+        arrived = self._arrived
+        if arrived is not None and not arrived():
             plain.fp.peek(1)  # at once if bytes are buffered there; or it waits for them
 
     def _read_chunked(
