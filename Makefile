@@ -10,7 +10,7 @@ STAMP := $(VENV)/.aikit-installed
 EXTRAS := test,dev,docs,django,redis,testing
 PYTEST_ARGS ?=
 
-.PHONY: all demo test lint typecheck docs bench clean distclean ensure-redis install
+.PHONY: all demo test lint typecheck docs bench bench-redis clean distclean ensure-redis install
 
 all: lint typecheck test
 
@@ -67,6 +67,13 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Fan-out through Redis (about 2 minutes; starts its own redis-server): readers' throughput,
+# latency and lease takeover. REDIS_BENCH_ARGS: see `bench/redis_fanout.py --help`.
+REDIS_BENCH_ARGS ?=
+
+bench-redis: $(STAMP) ensure-redis
+	$(BIN)/python bench/redis_fanout.py $(REDIS_BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis
