@@ -4,6 +4,7 @@ timings here: speed is measured by ``bench/run.py``."""
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from typing import List
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from aikit_transports import (
     BufferConfig,
     Event,
+    HTTPStreamTransport,
     MessageBuffer,
     ReconnectFailed,
     ReconnectPolicy,
@@ -197,3 +199,20 @@ def test_a_buffer_with_waiting_producers_and_consumers_loses_and_repeats_nothing
     for thread in consumers:
         thread.join(10)
     assert sorted(taken) == [*range(500), *range(1000, 1500)]
+
+
+@pytest.mark.parametrize("path", ["/sse?count=3", "/ndjson?count=3", "/sse?count=3&chunked=0"])
+def test_debug_traces_every_read_of_the_body(
+    stream_server: StreamServer, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aikit_transports")
+    cls = SSETransport if path.startswith("/sse") else HTTPStreamTransport
+    t = cls(stream_server.url(path), reconnect_on_eof=False, debug=True)
+    events = list(t.iter_events(timeout=10))
+    t.close()
+    reads = [r.getMessage() for r in caplog.records if " bytes: " in r.getMessage()]
+    assert len(events) == 3 and reads
+    assert sum(int(line.split("read ")[1].split(" bytes")[0]) for line in reads) == (
+        t.metrics.bytes_received
+    )
+    assert any("line 1" in line or "event 1" in line for line in reads)

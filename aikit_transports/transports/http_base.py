@@ -419,7 +419,7 @@ class HTTPTransportBase(BaseTransport):
         if resp is None:
             return "eof"
         body = _BodyReader(resp, self._sock)
-        read = body.read
+        read = self._logged(body.read) if self.debug else body.read
         # A batch that fills a quarter of the consumers' buffers is big enough: joining more
         # would only make the reader wait for room.
         join_below = self.buffer_config.max_size // 4
@@ -427,12 +427,9 @@ class HTTPTransportBase(BaseTransport):
         m = self._m
         stop = self._stop
         monotonic = time.monotonic
-        debug = self.debug
         try:
             while not stop.is_set():
                 chunk = read(size)
-                if debug:
-                    self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
                 if not chunk:
                     return "eof"
                 m.bytes_received += len(chunk)
@@ -455,8 +452,6 @@ class HTTPTransportBase(BaseTransport):
                         if outcome is not None:
                             return outcome
                         raise
-                    if debug:
-                        self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
                     if not chunk:
                         break  # the end: the next read says so again
                     joined += 1
@@ -479,6 +474,16 @@ class HTTPTransportBase(BaseTransport):
                 raise
             raise self._read_failed(exc) from None
         return "eof"
+
+    def _logged(self, read: Callable[[int], bytes]) -> Callable[[int], bytes]:
+        """``read``, logging what each read returned (``debug=True``)."""
+
+        def logged(size: int) -> bytes:
+            chunk = read(size)
+            self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
+            return chunk
+
+        return logged
 
     def _parser_errors(self, errors: list[ProtocolError]) -> None:
         """Report the parser's errors: a fatal one (over-long) ends the connection."""
