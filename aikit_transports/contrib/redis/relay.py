@@ -40,7 +40,7 @@ from .envelope import (
     encode_data,
     encode_end_marker,
 )
-from .lease import AcquireResult, PackedEntries, RelayStore, pack_entry
+from .lease import AcquireResult, AppendResult, PackedEntries, RelayStore, pack_entry
 
 __all__ = ["RedisRelay", "RelayMetrics", "UpstreamFactory"]
 
@@ -589,19 +589,8 @@ class RedisRelay:
             raise _Stopped
         if self._upstream_end == "done":
             marker = pack_entry(encode_end_marker(self._last_upstream_id, time.time()))
-            result = self._call(
-                self._store.append,
-                self._link,
-                self.token,
-                self._ttl_ms,
-                self.maxlen,
-                expected,
-                None,
-                marker,
-                True,
-            )
+            result = self._append_entries(expected, None, marker, final=True)
             if result.status == "lost":
-                self._lost()
                 return "lost"
             self._last_entry = result.last_entry
             log.info("%s: the upstream is done; end marker %s appended", self.id, result.last_entry)
@@ -644,18 +633,8 @@ class RedisRelay:
         if not packed:
             return "ok", expected
         entries = (b"".join(packed), count)
-        result = self._call(
-            self._store.append,
-            self._link,
-            self.token,
-            self._ttl_ms,
-            self.maxlen,
-            expected,
-            upstream_id,
-            entries,
-        )
+        result = self._append_entries(expected, upstream_id, entries)
         if result.status == "lost":
-            self._lost()
             return "lost", expected
         if result.status == "dup":
             log.info("%s: the previous try of this batch was appended already", self.id)
@@ -665,6 +644,30 @@ class RedisRelay:
         if upstream_id is not None:
             self._last_upstream_id = upstream_id
         return "ok", result.last_entry
+
+    def _append_entries(
+        self,
+        expected: str,
+        upstream_id: Optional[str],
+        entries: PackedEntries,
+        final: bool = False,
+    ) -> AppendResult:
+        """Append ``entries`` under our lease (see ``RelayStore.append``); a lost lease is
+        recorded here, the caller only stops."""
+        result = self._call(
+            self._store.append,
+            self._link,
+            self.token,
+            self._ttl_ms,
+            self.maxlen,
+            expected,
+            upstream_id,
+            entries,
+            final,
+        )
+        if result.status == "lost":
+            self._lost()
+        return result
 
     def _lost(self) -> None:
         log.warning("%s: lost the lease of %r to another relay", self.id, self.stream)
