@@ -636,10 +636,9 @@ def test_a_failed_upstream_fails_the_relay(
 # --- Redis restarts ----------------------------------------------------------------------------
 
 
-def _restart_mid_stream(
-    server: RedisServer, stream_server: StreamServer, client: Any
-) -> list[list[str]]:
+def _restart_mid_stream(server: RedisServer, stream_server: StreamServer) -> list[list[str]]:
     """Relay 1500 slow events; restart Redis after 300; what each of 2 readers received."""
+    client = server.client()
     url = stream_server.url("/sse?count=1500&delay=0.002&end=sentinel")
     relay = RedisRelay(
         SSETransport(url, reconnect=FAST), server.url, "s", lease_ttl=2.0, reconnect=FAST
@@ -667,6 +666,7 @@ def _restart_mid_stream(
         relay.close()
         for t in readers:
             t.close()
+        client.close()
     return got
 
 
@@ -675,11 +675,7 @@ def _restart_mid_stream(
 def test_redis_restart_with_aof_loses_nothing(
     redis_server_aof: RedisServer, stream_server: StreamServer
 ) -> None:
-    client = redis_server_aof.client()
-    try:
-        got = _restart_mid_stream(redis_server_aof, stream_server, client)
-    finally:
-        client.close()
+    got = _restart_mid_stream(redis_server_aof, stream_server)
     for seen in got:
         assert seen == [f"event {i}" for i in range(1, 1501)]
 
@@ -689,11 +685,7 @@ def test_redis_restart_with_aof_loses_nothing(
 def test_redis_restart_without_persistence_readers_resume(
     redis_server: RedisServer, stream_server: StreamServer
 ) -> None:
-    client = redis_server.client()
-    try:
-        got = _restart_mid_stream(redis_server, stream_server, client)
-    finally:
-        client.close()
+    got = _restart_mid_stream(redis_server, stream_server)
     for seen in got:
         numbers = [int(x.split()[1]) for x in seen]
         # what Redis held but no reader had read yet is gone with it; the rest is in order

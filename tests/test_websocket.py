@@ -430,13 +430,20 @@ def test_send_after_close_raises(server: WebSocketServer) -> None:
         t.send("late")
 
 
-def test_close_waits_for_the_queue_to_flush(server: WebSocketServer, proxy: FaultProxy) -> None:
+def _cut_off(proxy: FaultProxy) -> tuple[WebSocketTransport, Recorder]:
+    """A transport on ``/collect`` whose connection the proxy has just cut, and refuses to make
+    again until ``proxy.refuse(False)``: sends from here on are queued."""
     t = WebSocketTransport(proxy.url("/collect"), reconnect=FAST, heartbeat_interval=None)
     rec = Recorder(t)
     t.connect()
     proxy.refuse(True)
     proxy.cut()
     rec.wait(lambda: rec.named("reconnecting"))
+    return t, rec
+
+
+def test_close_waits_for_the_queue_to_flush(server: WebSocketServer, proxy: FaultProxy) -> None:
+    t, rec = _cut_off(proxy)
     for i in range(3):
         t.send(f"queued {i}")
     closer = threading.Thread(target=t.close, kwargs={"timeout": 10})
@@ -450,12 +457,7 @@ def test_close_waits_for_the_queue_to_flush(server: WebSocketServer, proxy: Faul
 
 
 def test_messages_left_in_the_queue_are_reported_on_close(proxy: FaultProxy) -> None:
-    t = WebSocketTransport(proxy.url("/collect"), reconnect=FAST, heartbeat_interval=None)
-    rec = Recorder(t)
-    t.connect()
-    proxy.refuse(True)
-    proxy.cut()
-    rec.wait(lambda: rec.named("reconnecting"))
+    t, rec = _cut_off(proxy)
     sent = ["a", b"b", {"c": 3}]
     for item in sent:
         t.send(item)
