@@ -10,6 +10,8 @@
     ├── HeartbeatTimeout            no traffic within the idle or heartbeat time
     │   └── WebSocketClosed         the WebSocket closed with a code (``code``, ``reason``)
     ├── ReconnectFailed             reconnection attempts ran out; ``__cause__`` is the last error
+    ├── StreamInterrupted           a request that may not be sent again was cut (never re-sent)
+    ├── EventsMissed                the source skipped events (a trimmed Redis stream); goes on
     ├── BufferFullError             a bounded queue refused an item (the WebSocket send queue)
     ├── TransportClosedError        the transport (or buffer) is closed
     │   └── UnsentMessagesError     it ended with messages still queued (``unsent``)
@@ -19,7 +21,8 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from collections.abc import Mapping
+from typing import Any, List, Optional, Sequence, Union
 
 __all__ = [
     "TransportError",
@@ -31,6 +34,8 @@ __all__ = [
     "MessageTooLarge",
     "HeartbeatTimeout",
     "ReconnectFailed",
+    "StreamInterrupted",
+    "EventsMissed",
     "BufferFullError",
     "TransportClosedError",
     "TransportLimitError",
@@ -113,11 +118,17 @@ class HTTPStatusError(ConnectError):
         *,
         status_code: int,
         retry_after: Optional[float] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        body: Union[str, bytes, None] = None,
         **context: Any,
     ) -> None:
         super().__init__(message, **context)
         self.status_code = status_code
         self.retry_after = retry_after
+        #: the response headers (a plain dict; credential headers are not redacted here)
+        self.headers: dict[str, str] = dict(headers or {})
+        #: the first 4 KiB of the body: ``str`` when it decodes as text, else ``bytes``
+        self.body = body
 
 
 class WebSocketClosed(ConnectError):
@@ -152,6 +163,49 @@ class HeartbeatTimeout(TransportError):
 
 class ReconnectFailed(TransportError):
     """Reconnection attempts ran out; ``__cause__`` holds the last error."""
+
+
+class StreamInterrupted(TransportError):
+    """A request that may not be sent again (a POST without resumable ids) was cut after it
+    reached the server: sending it again could repeat or invent output, so the transport ends.
+
+    ``events_delivered`` counts the events of this transport handed on before the cut,
+    ``last_event_id`` is the last id seen (``None`` without ids); ``__cause__`` is what happened
+    (the cut, the stall, the ``HTTPStatusError``).
+    """
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        events_delivered: int = 0,
+        last_event_id: Optional[str] = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.events_delivered = events_delivered
+        self.last_event_id = last_event_id
+
+
+class EventsMissed(TransportError):
+    """The source skipped events this reader never saw (a Redis stream trimmed past it).
+
+    Emitted as an ``error`` event before the first event after the gap; the stream goes on.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        last_delivered_id: Optional[str] = None,
+        first_available_id: Optional[str] = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.last_delivered_id = last_delivered_id
+        self.first_available_id = first_available_id
 
 
 class BufferFullError(TransportError):
