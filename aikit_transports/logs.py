@@ -18,7 +18,7 @@ import logging
 import sys
 from typing import Any, Optional
 
-__all__ = ["TransportLog", "snippet"]
+__all__ = ["TransportLog", "snippet", "server_text"]
 
 _stderr_handler: Optional[logging.Handler] = None
 
@@ -49,6 +49,24 @@ def snippet(data: Any, limit: int = 200) -> str:
     """``repr(data)`` cut to ``limit`` characters, for debug lines."""
     text = repr(data)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
+
+
+def server_text(text: Any, limit: int = 200) -> str:
+    """Text a server chose (a status reason, a close reason, a snippet) made safe to show: control
+    characters escaped (no forged log lines, no terminal escapes) and cut to ``limit`` characters."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        text = bytes(text[: limit * 4]).decode("utf-8", "replace")
+    elif not isinstance(text, str):
+        text = str(text)
+    cut = len(text) > limit
+    text = text[: limit + 1].translate(_CONTROL)
+    if cut or len(text) > limit:
+        return f"{text[: limit - 3]}..."
+    return text
 
 
 class TransportLog:
