@@ -13,6 +13,7 @@ from .emitter import EventEmitter
 from .errors import (
     BufferFullError,
     ConnectError,
+    EventsMissed,
     HeartbeatTimeout,
     HTTPStatusError,
     MessageTooLarge,
@@ -20,7 +21,6 @@ from .errors import (
     ProtocolError,
     ReconnectFailed,
     StreamInterrupted,
-    EventsMissed,
     TransportClosedError,
     TransportError,
     TransportLimitError,

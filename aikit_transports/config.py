@@ -21,8 +21,11 @@ class ReconnectPolicy:
     The delay before attempt ``n`` (1-based) is ``min(max_delay, base * multiplier**(n-1))``,
     where ``base`` is the server's SSE ``retry:`` time when one was sent, else ``initial_delay``;
     ``jitter`` then takes up to that fraction off at random so that many clients spread out.
-    A ``Retry-After`` header (429/503) replaces the computed delay. ``max_attempts=None``
-    retries forever, ``0`` never. ``retry_if(error)`` can veto or force a retry.
+    A ``Retry-After`` header (429/503) replaces the computed delay: the wait is the server's
+    time plus up to ``jitter`` of it (never less than asked, and clients told the same time do
+    not come back in one wave); one longer than ``max_retry_after`` seconds fails at once.
+    ``max_attempts=None`` retries forever, ``0`` never. ``retry_if(error)`` can veto a retry, or
+    force one, but never makes a request that may not be sent again re-sendable.
     """
 
     max_attempts: Optional[int] = 10
@@ -32,6 +35,7 @@ class ReconnectPolicy:
     jitter: float = 0.5
     retry_statuses: tuple[int, ...] = _DEFAULT_RETRY_STATUSES
     retry_if: Optional[Callable[[TransportError], bool]] = field(default=None, compare=False)
+    max_retry_after: float = 300.0
 
     def __post_init__(self) -> None:
         if self.max_attempts is not None and (
@@ -46,6 +50,8 @@ class ReconnectPolicy:
             raise ValueError("multiplier must be >= 1")
         if not 0 <= self.jitter <= 1:
             raise ValueError("jitter must be between 0 and 1")
+        if not 0 <= self.max_retry_after < float("inf"):
+            raise ValueError("max_retry_after must be a number of seconds >= 0")
         object.__setattr__(self, "retry_statuses", tuple(int(s) for s in self.retry_statuses))
 
     def allows(self, attempt: int) -> bool:
@@ -70,7 +76,7 @@ class ReconnectPolicy:
     ) -> float:
         """Seconds to wait before attempt ``attempt`` (1-based)."""
         if retry_after is not None and retry_after >= 0:
-            return float(retry_after)
+            return float(retry_after) * (1.0 + self.jitter * rand())
         base = server_retry_ms / 1000.0 if server_retry_ms is not None else self.initial_delay
         exponent = max(0, attempt - 1)
         try:

@@ -104,9 +104,14 @@ def _rebuild(cls: type[TransportError], message: str, state: dict[str, Any]) -> 
 
 
 class ConnectError(TransportError):
-    """The connection could not be opened: refused, unreachable, timed out, or TLS failed."""
+    """The connection could not be opened: refused, unreachable, timed out, or TLS failed.
+
+    ``request_sent`` is ``False`` when the request certainly never reached the server (refused,
+    DNS, TLS, a proxy that refused the tunnel), ``None`` when that is not known.
+    """
 
     retryable = True
+    request_sent: Optional[bool] = None
 
 
 class HTTPStatusError(ConnectError):

@@ -55,18 +55,18 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _CONTROL.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"})
 
 
-def server_text(text: Any, limit: int = 200) -> str:
-    """Text a server chose (a status reason, a close reason, a snippet) made safe to show: control
-    characters escaped (no forged log lines, no terminal escapes) and cut to ``limit`` characters."""
+def server_text(text: object, limit: int = 200) -> str:
+    """Text a server chose (a status reason, a close reason, a snippet) made safe to show:
+    control characters escaped (no forged log lines or terminal escapes), ``limit`` characters
+    at most."""
     if isinstance(text, (bytes, bytearray, memoryview)):
-        text = bytes(text[: limit * 4]).decode("utf-8", "replace")
-    elif not isinstance(text, str):
-        text = str(text)
-    cut = len(text) > limit
-    text = text[: limit + 1].translate(_CONTROL)
-    if cut or len(text) > limit:
-        return f"{text[: limit - 3]}..."
-    return text
+        shown = bytes(text[: limit * 4]).decode("utf-8", "replace")
+    else:
+        shown = text if isinstance(text, str) else str(text)
+    escaped = shown[: limit + 1].translate(_CONTROL)
+    if len(shown) > limit or len(escaped) > limit:
+        return f"{escaped[: limit - 3]}..."
+    return escaped
 
 
 class TransportLog:

@@ -21,6 +21,8 @@ class TransportMetrics:
 
     ``latency`` holds ``avg``, ``p50``, ``p95`` and ``p99`` in ms from read-off-the-socket to
     delivery to a consumer, over the last 100 deliveries; ``ping_rtt_ms`` is WebSocket only.
+    ``replayed_skipped`` counts events a resumed server sent again (ids already delivered),
+    which were skipped; they are not in ``messages_received``.
     """
 
     messages_received: int = 0
@@ -31,6 +33,7 @@ class TransportMetrics:
     reconnect_attempts: int = 0
     reconnects: int = 0
     errors: int = 0
+    replayed_skipped: int = 0
     connected_at: Optional[float] = None
     last_message_at: Optional[float] = None
     uptime: float = 0.0
@@ -57,6 +60,7 @@ class TransportMetrics:
                 "reconnect_attempts",
                 "reconnects",
                 "errors",
+                "replayed_skipped",
                 "buffer_size",
             )
         }
@@ -101,6 +105,7 @@ class MetricsRecorder:
         self.reconnect_attempts = 0
         self.reconnects = 0
         self.errors = 0
+        self.replayed_skipped = 0
         self.connected_at: Optional[float] = None
         self.last_message_at: Optional[float] = None
         self.last_traffic_at: Optional[float] = None
@@ -119,6 +124,7 @@ class MetricsRecorder:
             reconnect_attempts=self.reconnect_attempts,
             reconnects=self.reconnects,
             errors=self.errors,
+            replayed_skipped=self.replayed_skipped,
             connected_at=self.connected_at,
             last_message_at=self.last_message_at,
             uptime=(now - self.connected_at) if self.connected_at is not None else 0.0,

@@ -12,6 +12,7 @@ __all__ = [
     "redact_headers",
     "is_secret_header",
     "describe_exception",
+    "redact_text",
     "SECRET_MARK",
 ]
 
@@ -58,15 +59,20 @@ def is_secret_header(name: str) -> bool:
     return _SECRET_HEADER.search(name) is not None
 
 
-def describe_exception(exc: BaseException) -> str:
-    """One credential-free line about a library exception: its type and message, with URLs
-    redacted and query strings cut (``requests`` and ``urllib3`` put whole URLs in messages)."""
+def redact_text(text: str, limit: int = 300) -> str:
+    """Free text (a library's error message) with URLs redacted and query strings cut, at most
+    ``limit`` characters: ``requests`` and ``urllib3`` put whole URLs in their messages."""
     words = []
-    for word in str(exc).split():
+    for word in text.split():
         if "://" in word:
             word = redact_url(word.strip("'\"(),")) or SECRET_MARK
         elif "?" in word and "=" in word:
             word = word.split("?", 1)[0] + "?" + SECRET_MARK
         words.append(word)
-    text = " ".join(words)[:300]
+    return " ".join(words)[:limit]
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One credential-free line about a library exception: its type and its redacted message."""
+    text = redact_text(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -39,6 +39,23 @@ def test_retry_after_is_honoured() -> None:
     assert p.delay(1, retry_after=7) == 7.0
 
 
+def test_retry_after_gets_jitter_on_top_never_less() -> None:
+    p = ReconnectPolicy(jitter=0.5)
+    assert p.delay(1, retry_after=5, rand=lambda: 0.0) == 5.0
+    assert p.delay(1, retry_after=5, rand=lambda: 1.0) == 7.5
+    waits = [p.delay(1, retry_after=5) for _ in range(200)]
+    assert min(waits) >= 5.0 and max(waits) <= 7.5
+    assert len({round(w, 2) for w in waits}) > 50  # 200 clients told "5 s" spread out
+
+
+def test_max_retry_after_is_checked() -> None:
+    assert ReconnectPolicy().max_retry_after == 300.0
+    with pytest.raises(ValueError, match="max_retry_after"):
+        ReconnectPolicy(max_retry_after=-1)
+    with pytest.raises(ValueError, match="max_retry_after"):
+        ReconnectPolicy(max_retry_after=float("inf"))
+
+
 def test_huge_attempt_numbers_do_not_overflow() -> None:
     assert ReconnectPolicy(jitter=0, max_delay=30).delay(100_000) == 30.0
 

@@ -191,7 +191,9 @@ def test_malformed_lines_are_error_events_and_the_stream_goes_on(
         "NDJSON line 33",
     ]
     assert "malformed after" in str(errors[0]) and errors[0].transport_id == t.id
-    assert t.state is TransportState.CLOSED and t.metrics.reconnects == 1  # the final 204
+    # the clean end of the body resumes by id; the final 204 is no connection
+    assert t.state is TransportState.CLOSED and t.metrics.reconnects == 0
+    assert len(stream_server.requests) == 2
 
 
 def test_assorted_bad_lines_keep_every_good_one(stream_server: StreamServer) -> None:
@@ -251,7 +253,7 @@ def test_resume_across_many_drops_exactly_once_in_order(
         events = list(t.iter_events(timeout=10))
     assert ids(events) == list(range(1, 501))
     assert len(attempts) >= 25 and set(attempts) == {1}  # attempts reset after data
-    assert t.metrics.reconnects >= 25
+    assert t.metrics.reconnects >= 24  # the final 204 ends the stream: no connection
     sent = [r.headers.get("Last-Event-ID") for r in stream_server.requests]
     assert sent[0] is None
     assert sent[1:] == [str(n) for n in range(20, 501, 20)]  # the last id, never the first
@@ -404,13 +406,15 @@ def test_close_from_another_thread_wakes_a_blocked_read(stream_server: StreamSer
 # -- requests ------------------------------------------------------------------------------
 
 
-def test_post_body_is_sent_again_on_every_reconnect(stream_server: StreamServer) -> None:
+def test_a_resumable_post_is_sent_again_after_each_cut(stream_server: StreamServer) -> None:
     url = stream_server.url("/ndjson?count=9&drop_every=3&end=204")
     payload = {"query": "subscribe", "topics": ["a", "b"]}
     with HTTPStreamTransport(url, method="POST", json=payload, reconnect=FAST) as t:
         assert ids(list(t.iter_events(timeout=10))) == list(range(1, 10))
     requests = stream_server.requests
-    assert len(requests) == 4 and all(r.method == "POST" for r in requests)
+    # two cuts resume by id; the clean end of the third body is the end (a POST)
+    assert len(requests) == 3 and all(r.method == "POST" for r in requests)
+    assert [r.headers.get("Last-Event-ID") for r in requests] == [None, "3", "6"]
     assert all(json.loads(r.body) == payload for r in requests)
     assert "application/x-ndjson" in (requests[0].headers.get("Accept") or "")
 

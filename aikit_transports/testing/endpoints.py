@@ -15,8 +15,10 @@ connection after ``k`` events of that connection), ``stall_after=k`` (after ``k`
 connection send nothing more but keep it open), ``status`` (answer this status instead, with
 ``retry_after`` as ``Retry-After``), ``content_type``, ``chunked=1|0`` (chunked, or a body that
 ends when the connection closes) and ``end``: ``eof`` (end the body after the last event),
-``hold`` (keep the connection open after it), ``204`` (answer 204 to a client resuming at or
-past ``count``) and, for SSE, ``sentinel`` (a final ``data: [DONE]``). Bad values get a 400.
+``hold`` (keep the connection open after it), ``204`` (the same as ``eof``: kept for old URLs)
+and, for SSE, ``sentinel`` (a final ``data: [DONE]``). Bad values get a 400. A client that
+resumes after the last event (``Last-Event-ID`` at or past ``count``) gets 204, so that every
+stream ends by itself: a browser's ``EventSource`` and this library's GET streams stop there.
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ def sse(request: RecordedRequest, writer: StreamWriter) -> None:
     if _reject_if_asked(params, writer):
         return
     first = _first_id(request)
-    if script.end == "204" and first > script.count:
+    if first > script.count:  # resumed after the last event: the stream is over
         writer.send_status(204)
         return
     writer.send_status(
@@ -249,7 +251,7 @@ def ndjson(request: RecordedRequest, writer: StreamWriter) -> None:
     if _reject_if_asked(params, writer):
         return
     first = _first_id(request)
-    if script.end == "204" and first > script.count:
+    if first > script.count:  # resumed after the last line: the stream is over
         writer.send_status(204)
         return
     writer.send_status(200, {"Content-Type": content_type}, chunked=script.chunked)

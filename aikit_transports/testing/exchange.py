@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -35,6 +35,8 @@ class RecordedRequest:
     query: Dict[str, str]
     headers: CaseInsensitiveDict[str]
     body: bytes
+    #: ``time.monotonic()`` when the request was received
+    received_at: float = field(default_factory=time.monotonic)
 
     def json(self) -> Any:
         """The body parsed as JSON."""

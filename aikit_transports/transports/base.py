@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from typing import (
     Any,
     Callable,
@@ -40,6 +42,7 @@ from ..config import BufferConfig, ReconnectPolicy
 from ..emitter import EventEmitter, Listener
 from ..errors import (
     ConnectError,
+    HTTPStatusError,
     NotSupportedError,
     ReconnectFailed,
     TransportClosedError,
@@ -59,6 +62,26 @@ log = logging.getLogger("aikit_transports")
 DONE = "done"
 EOF_ = "eof"
 _UNHEALTHY_AFTER = 3
+#: Whatever the server says (``retry: 0``, a cut after every event), at most this many
+#: connection attempts start in any one second.
+_MAX_ATTEMPTS_PER_SECOND = 10
+#: How many ids of delivered events are remembered to skip a replay (see ``_publish``).
+RECENT_IDS = 1024
+
+_event_id = operator.itemgetter(2)  # ``Event.id`` (a named tuple's item 2), read in C
+
+
+class CarriedId(str):
+    """The last event id carried into a resumed response: the ``Event.id`` of its events that
+    have no id of their own, told apart (by type) from an equal id the server sent again."""
+
+    __slots__ = ()
+
+
+class _NotConnectedInTime(ConnectError):
+    """``connect(timeout)`` ran out; ``iter_events(timeout)`` turns it into ``TimeoutError``."""
+
+    retryable = True
 
 
 def url_scheme(url: str) -> str:
@@ -77,15 +100,16 @@ class BaseTransport:
         self,
         url: str,
         *,
-        headers: Optional[dict[str, str]] = None,
+        headers: Optional[Mapping[str, str]] = None,
         timeout: float = 10.0,
         idle_timeout: Optional[float] = 45.0,
-        reconnect: Optional[ReconnectPolicy] = None,
+        reconnect: Union[ReconnectPolicy, bool, None] = None,
         buffer: Optional[BufferConfig] = None,
         last_event_id: Optional[str] = None,
         verify: Union[bool, str] = True,
         cert: Union[str, tuple[str, str], None] = None,
         proxies: Optional[dict[str, str]] = None,
+        redirect_headers: Sequence[str] = (),
         debug: bool = False,
         id: Optional[str] = None,
         scheduler: Optional[Scheduler] = None,
@@ -100,8 +124,8 @@ class BaseTransport:
             )
         check_seconds("timeout", timeout, allow_none=False)
         check_seconds("idle_timeout", idle_timeout)
-        if reconnect is not None and not isinstance(reconnect, ReconnectPolicy):
-            raise ValueError("reconnect must be a ReconnectPolicy")
+        if reconnect is not None and not isinstance(reconnect, (ReconnectPolicy, bool)):
+            raise ValueError("reconnect must be a ReconnectPolicy, True, False or None")
         if buffer is not None and not isinstance(buffer, BufferConfig):
             raise ValueError("buffer must be a BufferConfig")
         if headers is not None and not hasattr(headers, "items"):
@@ -110,18 +134,27 @@ class BaseTransport:
             raise ValueError("last_event_id must be a string")
         if not isinstance(verify, (bool, str)):
             raise ValueError("verify must be True, False or a CA bundle path")
+        if isinstance(redirect_headers, str) or not all(
+            isinstance(name, str) for name in redirect_headers
+        ):
+            raise ValueError("redirect_headers must be a sequence of header names")
         self.id: str = id or uuid.uuid4().hex[:12]
         self.url = url
         self.safe_url: str = redact_url(url) or ""
         self.headers: dict[str, str] = dict(headers or {})
         self.timeout = float(timeout)
         self.idle_timeout = idle_timeout
-        self.policy = reconnect or ReconnectPolicy()
+        if reconnect is False:
+            reconnect = ReconnectPolicy(max_attempts=0)
+        elif reconnect is None or reconnect is True:
+            reconnect = ReconnectPolicy()
+        self.policy: ReconnectPolicy = reconnect
         self.buffer_config = buffer or BufferConfig()
         self._initial_event_id = last_event_id
         self.verify = verify
         self.cert = cert
         self.proxies = proxies
+        self.redirect_headers: tuple[str, ...] = tuple(n.lower() for n in redirect_headers)
         self.debug = debug
         self.log = TransportLog(logging.getLogger(self.logger_name), debug)
         self._scheduler = scheduler
@@ -131,6 +164,7 @@ class BaseTransport:
         self._stop = threading.Event()
         self._reader: Optional[threading.Thread] = None
         self._failure: Optional[TransportError] = None
+        self._failure_announced = False
         self._closed_reason: Optional[str] = None
         self._pending_close: Optional[str] = None
         # ``closed`` left to a reader stuck in a callback (see _end), and whether it is gone
@@ -139,6 +173,12 @@ class BaseTransport:
         self._reader_done = False
         self._attempt = 0  # failed attempts in a row
         self._data_seen = False
+        self._last_error: Optional[TransportError] = None  # of the last failed attempt
+        self._attempt_starts: deque[float] = deque(maxlen=_MAX_ATTEMPTS_PER_SECOND)
+        # Ids of recently delivered events (wires that resume by id keep them, see _publish),
+        # and while a resumed response may replay, the ids it must not deliver again.
+        self._recent_ids: Optional[deque[Optional[str]]] = None
+        self._replay_ids: Optional[set[Optional[str]]] = None
 
         self._emitter = EventEmitter(self._listener_failed)
         self._dispatch_lock = threading.RLock()
@@ -171,8 +211,9 @@ class BaseTransport:
         """Open the stream; block until connected, or raise why it failed.
 
         Retryable failures are retried by the policy first (``ReconnectFailed`` when attempts
-        run out). ``timeout`` only bounds the wait: on ``ConnectError("... within ...")`` the
-        transport keeps trying in the background until closed.
+        run out). ``timeout`` only bounds the wait: on ``ConnectError("not connected within
+        ...")``, whose ``__cause__`` is the last attempt's error, the transport keeps trying in
+        the background until closed.
         """
         if threading.current_thread() is self._reader:
             raise RuntimeError("connect() cannot be called from the transport's own callbacks")
@@ -193,14 +234,25 @@ class BaseTransport:
                     return self
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise ConnectError(
-                        f"not connected within {timeout} s", retryable=True
-                    ).with_context(transport_id=self.id, url=self.safe_url, attempt=self._attempt)
+                    raise self._not_connected_in_time(timeout)
                 self._state_cond.wait(remaining)
         return self
 
+    def _not_connected_in_time(self, timeout: Optional[float]) -> ConnectError:
+        last = self._last_error
+        detail = f" (last attempt: {last.message})" if last is not None else ""
+        error = _NotConnectedInTime(f"not connected within {timeout} s{detail}")
+        error.with_context(transport_id=self.id, url=self.safe_url, attempt=self._attempt)
+        error.__cause__ = last
+        return error
+
     def _ended(self) -> bool:
-        return self._failure is not None or self._closed_reason is not None
+        """Whether the transport ended; a failure counts once it was announced in full
+        (``error`` and ``closed``), so that ``connect()`` raises after its listeners ran."""
+        reason = self._closed_reason
+        if self._failure is not None and reason in (None, "failed"):
+            return self._failure_announced
+        return reason is not None
 
     def _raise_terminal(self) -> None:
         """Why ``connect()`` cannot (or need not) wait: a failure raises, a finished stream
@@ -432,10 +484,12 @@ class BaseTransport:
         self._m.errors += 1
         self._emitter.emit("error", error)
 
-    def _error(self, error: TransportError) -> TransportError:
+    def _error(self, error: TransportError, *, logged: bool = True) -> TransportError:
+        """Count and emit ``error`` (and log it, unless the caller logs it its own way)."""
         error.with_context(transport_id=self.id, url=self.safe_url, attempt=self._attempt)
         self._m.errors += 1
-        self.log.warning("%s: %s", self.id, error)
+        if logged:
+            self.log.warning("%s: %s", self.id, error)
         self._emit("error", error)
         return error
 
@@ -506,6 +560,13 @@ class BaseTransport:
         """Hand a batch of parsed events to every consumer (reader thread only)."""
         if not events:
             return
+        if self._replay_ids is not None:
+            events = self._skip_replayed(events)
+            if not events:
+                return
+        recent = self._recent_ids
+        if recent is not None:
+            recent.extend(map(_event_id, events))
         m = self._m
         m.messages_received += len(events)
         m.last_message_at = events[-1].received_at
@@ -532,6 +593,25 @@ class BaseTransport:
                 if self._stop.is_set():
                     raise
                 # that consumer left meanwhile; the others still get the events
+
+    def _skip_replayed(self, events: Sequence[Event]) -> Sequence[Event]:
+        """Drop the events at the start of a resumed response whose ids were delivered already
+        (a server that ignored ``Last-Event-ID``), up to the first one that was not; an event
+        without an id of its own cannot be told apart, so it ends the check and is delivered."""
+        replayed = self._replay_ids
+        assert replayed is not None
+        skip = 0
+        for event in events:
+            event_id = event.id
+            if event_id is None or type(event_id) is CarriedId or event_id not in replayed:
+                self._replay_ids = None
+                break
+            skip += 1
+        if skip:
+            self._m.replayed_skipped += skip
+            if self.debug:
+                self.log.debug("%s: skipped %d events sent again", self.id, skip)
+        return events[skip:] if skip else events
 
     def _feed_listeners(self, buf: MessageBuffer[Event], events: Sequence[Event]) -> None:
         """Run the listeners on ``events`` now, or buffer them while paused (waiting for room
@@ -602,17 +682,22 @@ class BaseTransport:
     def _loop(self) -> None:
         policy = self.policy
         while not self._stop.is_set():
+            if not self._pace_attempts():
+                return
             self._emit("connecting")
             outcome: Union[str, TransportError]
             self._data_seen = False
             try:
-                self._open()
+                opened = self._open()
             except Exception as exc:
                 outcome = self._as_error(exc, connecting=True)
             else:
                 try:
-                    self._connected()
-                    outcome = self._read()
+                    if opened == DONE:  # an answer that ends the stream before it opened (204)
+                        outcome = DONE
+                    else:
+                        self._connected()
+                        outcome = self._read()
                 except TransportClosedError:
                     if self._stop.is_set():
                         return
@@ -626,33 +711,24 @@ class BaseTransport:
             if outcome == DONE:
                 self._finish()
                 return
-            if isinstance(outcome, str):  # "eof": the server ended the stream
+            ended = isinstance(outcome, str)  # "eof": the server ended the stream
+            if ended:
                 if not self._reconnect_on_eof():
                     self._finish()
                     return
                 error: TransportError = ConnectError("stream ended by the server", retryable=True)
-                error.with_context(
-                    transport_id=self.id, url=self.safe_url, attempt=self._attempt + 1
-                )
             else:
+                assert isinstance(outcome, TransportError)
                 error = outcome
             self._attempt += 1
             error.with_context(transport_id=self.id, url=self.safe_url, attempt=self._attempt)
-            if not policy.should_retry(error):
-                self._fail(error)
+            self._last_error = error
+            failure = self._why_not_again(error, ended=ended)
+            if failure is not None:
+                self._fail(failure)
                 return
-            if not policy.allows(self._attempt):
-                failed = ReconnectFailed(
-                    f"gave up after {self._attempt - 1} reconnection attempts: {error.message}",
-                    transport_id=self.id,
-                    url=self.safe_url,
-                    attempt=self._attempt,
-                )
-                failed.__cause__ = error
-                self._fail(failed)
-                return
-            if not isinstance(outcome, str):
-                self._error(error)
+            if not ended:
+                self._error(error, logged=False)
             delay = policy.delay(
                 self._attempt,
                 server_retry_ms=self._server_retry_ms(),
@@ -664,16 +740,72 @@ class BaseTransport:
                 if self._m.connected_at is None
                 else TransportState.RECONNECTING
             )
-            self.log.info(
-                "%s: reconnecting (attempt %d) in %.2f s after: %s",
+            self.log.warning(
+                "%s: attempt %d failed: %s; next attempt in %.2f s",
                 self.id,
                 self._attempt,
+                error,
                 delay,
-                error.message,
             )
             self._emit("reconnecting", self._attempt, delay, error)
             if self._stop.wait(delay):
                 return
+
+    def _why_not_again(self, error: TransportError, *, ended: bool) -> Optional[TransportError]:
+        """The error that ends the transport instead of another attempt after ``error``, or
+        ``None`` when the request may go out again (the rules of "what is sent again")."""
+        policy = self.policy
+        if not policy.should_retry(error):
+            return error
+        refused = self._resend_refused(error, ended=ended)
+        if refused is not None:
+            return refused
+        retry_after = getattr(error, "retry_after", None)
+        if (
+            isinstance(error, HTTPStatusError)
+            and retry_after is not None
+            and retry_after > policy.max_retry_after
+        ):
+            too_long = HTTPStatusError(
+                f"{error.message}: the server asked to wait {retry_after:.0f} s "
+                f"(Retry-After), longer than max_retry_after ({policy.max_retry_after:g} s)",
+                status_code=error.status_code,
+                retry_after=retry_after,
+                headers=error.headers,
+                body=error.body,
+                retryable=False,
+            )
+            too_long.with_context(transport_id=self.id, url=self.safe_url, attempt=self._attempt)
+            return too_long
+        if not policy.allows(self._attempt):
+            failed = ReconnectFailed(
+                f"gave up after {self._attempt - 1} reconnection attempts: {error.message}",
+                transport_id=self.id,
+                url=self.safe_url,
+                attempt=self._attempt,
+            )
+            failed.__cause__ = error
+            return failed
+        return None
+
+    def _resend_refused(self, error: TransportError, *, ended: bool) -> Optional[TransportError]:
+        """Why the request may not be sent again after ``error`` (``None``: it may). Wires whose
+        requests may repeat output (an HTTP POST) refuse; WebSocket and Redis resume by their
+        own means."""
+        return None
+
+    def _pace_attempts(self) -> bool:
+        """Start at most ``_MAX_ATTEMPTS_PER_SECOND`` attempts in any one second, whatever the
+        server asks for (``retry: 0``, a cut after every event); ``False`` once stopped."""
+        starts = self._attempt_starts
+        if len(starts) == starts.maxlen:
+            wait = starts[0] + 1.0 - time.monotonic()
+            if wait > 0:
+                self.log.debug("%s: pacing reconnects: waiting %.2f s", self.id, wait)
+                if self._stop.wait(wait):
+                    return False
+        starts.append(time.monotonic())
+        return True
 
     def _as_error(self, exc: BaseException, *, connecting: bool) -> TransportError:
         if isinstance(exc, TransportError):
@@ -732,6 +864,10 @@ class BaseTransport:
         self._on_stopped()
         if announce:
             self._emit("closed", reason)
+            if self._failure is not None:
+                with self._state_cond:
+                    self._failure_announced = True
+                    self._state_cond.notify_all()
             return
         with self._announce_lock:
             if not self._reader_done:
@@ -786,7 +922,8 @@ class BaseTransport:
 
     # -- hooks for the wires --------------------------------------------------------------
 
-    def _open(self) -> None:
+    def _open(self) -> Optional[str]:
+        """Open one connection; ``"done"`` when the answer ends the stream before it opens."""
         raise NotImplementedError
 
     def _read(self) -> str:
@@ -835,7 +972,12 @@ class EventIterator(Iterator[Event]):
         self._buf: Optional[MessageBuffer[Event]] = transport._add_consumer()
         if transport._reader is None and transport._closed_reason is None:
             try:
-                transport.connect()
+                transport.connect(timeout)
+            except _NotConnectedInTime as exc:
+                self.close()
+                raise TimeoutError(f"no event within {timeout} s: {exc.message}") from (
+                    exc.__cause__
+                )
             except TransportError:
                 if transport._failure is None:
                     self.close()

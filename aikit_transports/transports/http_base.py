@@ -1,29 +1,27 @@
 """The HTTP side shared by SSE and HTTP streaming: one request on ``requests``, read as it arrives.
 
-Each read is at most one socket read (``read1``), so an event is handed on as soon as its last
-byte arrives, whatever the framing (chunked, close-delimited, gzip) and ``chunk_size``; a
-chunked body is de-chunked here (:class:`~aikit_transports.parsers.chunked.ChunkedDecoder`), so
-that one read, and the batch of events parsed from it, spans HTTP chunks.
-``close()`` from another thread shuts the socket down, which wakes a reader blocked in a read
-(``Response.close()`` alone would wait for the read to finish).
+Each read is at most one socket read, so an event is handed on as soon as its last byte
+arrives, whatever the framing (chunked, close-delimited, gzip) and ``chunk_size`` (see
+:mod:`.http_body`). ``close()`` from another thread shuts the socket down, which wakes a reader
+blocked in a read (``Response.close()`` alone would wait for the read to finish).
+
+What is sent again (:meth:`HTTPTransportBase._resend_refused`): a request goes out again only
+when that cannot repeat or invent data: it is idempotent, or it certainly never reached the
+server, or the answer says it was not processed, or the stream resumes by ``Last-Event-ID``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
-import functools
-import http.client
 import json as _json
-import select
 import socket
-import ssl
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 import requests
-from urllib3.exceptions import ReadTimeoutError
 
 from ..errors import (
     ConnectError,
@@ -31,188 +29,66 @@ from ..errors import (
     HTTPStatusError,
     NotSupportedError,
     ProtocolError,
+    StreamInterrupted,
     TransportError,
 )
 from ..events import Event
-from ..logs import snippet
-from ..parsers.chunked import ChunkedDecoder
+from ..logs import server_text, snippet
 from ..redact import describe_exception, is_secret_header, redact_headers, redact_url
 from ..validate import check_int
-from .base import BaseTransport
+from .base import DONE, RECENT_IDS, BaseTransport
+from .failures import request_failure
+from .http_body import COALESCE_READS, CUT_IN_BODY, BodyReader, response_socket
 from .sessions import close_session, new_session, watch_sockets
 
-__all__ = ["HTTPTransportBase"]
+__all__ = ["HTTPTransportBase", "parse_retry_after", "IDEMPOTENT_METHODS"]
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _HTTP_SCHEMES = ("http", "https")
+#: Methods whose requests may be sent again without harm (RFC 9110 §9.2.2, as urllib3's Retry).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+#: Statuses that say the request was not processed, so even a POST may go out again.
+_NOT_PROCESSED = frozenset({408, 425, 429, 503})
+#: The most of an error answer's body kept in ``HTTPStatusError.body``.
+_ERROR_BODY_BYTES = 4096
+#: The longest ``Last-Event-ID`` sent (bytes of UTF-8); a longer id is not used to resume.
+MAX_EVENT_ID_BYTES = 1024
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` when it is
+    neither. Absurd values stay finite (``max_retry_after`` then refuses them)."""
     if not value:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return float(value[:20])  # a float, however many digits: no overflow further on
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
-    return max(0.0, when.timestamp() - time.time())
 
 
-def _response_socket(resp: requests.Response) -> Optional[socket.socket]:
-    raw = resp.raw
-    conn = getattr(raw, "_connection", None)
-    sock = getattr(conn, "sock", None)
-    if isinstance(sock, socket.socket):
-        return sock
-    try:  # urllib3 without _connection: dig through http.client's file object
-        found = raw._fp.fp.raw._sock  # type: ignore[union-attr]
-    except AttributeError:
+def carriable_id(event_id: Optional[str]) -> Optional[str]:
+    """``event_id`` as it goes into ``Last-Event-ID`` (surrounding whitespace trimmed), or
+    ``None`` when it cannot go into a header (CR, LF, NUL, over 1,024 bytes, empty)."""
+    if event_id is None:
         return None
-    return found if isinstance(found, socket.socket) else None
-
-
-def _plain_body(resp: requests.Response) -> Optional[http.client.HTTPResponse]:
-    """The ``http.client`` response under ``resp`` when its body is not content-encoded.
-
-    It is read without urllib3's layers, which cost several Python calls per read and copy
-    every read shorter than asked through a ``BytesIO``: more than parsing large events.
-    An encoded body (gzip ...) keeps urllib3's decoder, so ``None`` for it.
-    """
-    fp = getattr(resp.raw, "_fp", None)
-    if not isinstance(fp, http.client.HTTPResponse) or resp.headers.get("Content-Encoding"):
+    value = event_id.strip()
+    if not value or "\r" in value or "\n" in value or "\0" in value:
         return None
-    if len(getattr(resp.raw, "_decoded_buffer", ())):  # urllib3 holds bytes already read
+    if len(value) > MAX_EVENT_ID_BYTES // 4 and len(value.encode("utf-8")) > MAX_EVENT_ID_BYTES:
         return None
-    return fp
-
-
-#: At most this many more reads join one batch (see ``_read_body``).
-_COALESCE_READS = 3
-
-_CUT_IN_BODY = "connection lost: the server closed it in the middle of the response"
-
-
-def _socket_poll(sock: Optional[socket.socket]) -> Optional[Callable[[], bool]]:
-    """A check that bytes (or the end) wait on the socket itself; None without one."""
-    if sock is None or not hasattr(select, "poll"):
-        return None
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    poll = poller.poll
-    return lambda: bool(poll(0))
-
-
-class _BodyReader:
-    """Reads the body of one response as it arrives: ``read(n)`` returns at most ``n`` bytes of
-    body after at most one socket read, and ``b""`` once the body is complete; a body cut short
-    raises ``ConnectError``.
-
-    A chunked body without content coding is read straight from the connection and de-chunked
-    by :class:`ChunkedDecoder`, so that one read spans HTTP chunks (``http.client`` stops each
-    read at a chunk's end); another uncoded body goes through ``http.client``'s ``read1``; an
-    encoded one (gzip ...) through urllib3, which decodes it.
-
-    A read blocked in the socket holds a buffer of the size asked for, 64 KiB for each idle
-    stream; so when nothing has arrived, the wait happens in ``http.client``'s reader
-    (``peek``), which fills its own small buffer, and the read that follows takes that.
-    """
-
-    __slots__ = ("read", "_plain", "_decoder", "_ready", "_arrived")
-
-    def __init__(self, resp: requests.Response, sock: Optional[socket.socket]) -> None:
-        plain = _plain_body(resp)
-        self._plain = plain
-        self._decoder: Optional[ChunkedDecoder] = None
-        poll = _socket_poll(sock) if plain is not None else None
-        # ``_ready``: a read now returns at once, so it may join a batch (never known with TLS:
-        # a readable socket may hold only part of a record). ``_arrived``: bytes came, on the
-        # socket or already decrypted in the TLS layer, so a read will not wait for long.
-        self._ready = self._arrived = poll
-        if poll is not None and isinstance(sock, ssl.SSLSocket):
-            pending = sock.pending
-            self._ready = None
-            self._arrived = lambda: pending() > 0 or poll()
-        self.read: Callable[[int], bytes]
-        if plain is None:
-            raw = resp.raw
-            self.read = functools.partial(getattr(raw, "read1", raw.read), decode_content=True)
-        elif plain.chunked and plain.chunk_left is None and plain.fp is not None:
-            self._decoder = ChunkedDecoder()
-            self.read = functools.partial(self._read_chunked, plain, self._decoder)
-        else:
-            self.read = functools.partial(self._read_plain, plain)
-
-    def more_ready(self) -> bool:
-        """Whether more of the body waits on the connection, so that a read returns at once."""
-        ready = self._ready
-        if ready is None:
-            return False
-        decoder = self._decoder
-        if decoder is not None:
-            return not decoder.done and ready()
-        plain = self._plain
-        return plain is not None and not plain.chunked and ready()
-
-    def _wait(self, plain: http.client.HTTPResponse) -> None:
-        """Wait for bytes without a read buffer of our own (see the class)."""
-        arrived = self._arrived
-        if arrived is not None and not arrived():
-            plain.fp.peek(1)  # at once if bytes are buffered there; or it waits for them
-
-    def _read_chunked(
-        self, plain: http.client.HTTPResponse, decoder: ChunkedDecoder, size: int
-    ) -> bytes:
-        while not decoder.done:
-            if decoder.error is not None:  # raised once the body before it was handed on
-                raise decoder.error
-            self._wait(plain)
-            data = plain.fp.read1(size)
-            if not data:
-                raise ConnectError(_CUT_IN_BODY, retryable=True)
-            body = decoder.feed(data)
-            if body:
-                return body
-        plain.close()  # all read: a kept-alive connection can serve again
-        return b""
-
-    def _read_plain(self, plain: http.client.HTTPResponse, size: int) -> bytes:
-        if plain.length != 0:  # 0: the whole body is in, no byte is to come
-            self._wait(plain)
-        data = plain.read1(size)
-        if not data:  # what urllib3 does at the end of a body
-            if plain.length:
-                raise ConnectError(
-                    f"connection lost: the body ended {plain.length} bytes short of its "
-                    "Content-Length",
-                    retryable=True,
-                )
-            plain.close()
-        return data
-
-
-def cut_in_headers(resp: requests.Response) -> bool:
-    """Whether the connection of ``resp`` ended inside its header block.
-
-    ``http.client`` takes an end of stream there for the end of the headers, so a connection
-    cut at that moment looks like a complete answer with headers missing (a ``Content-Type``
-    of ``"tex"``, or none). Told apart by reading the body: a cut leaves none (or a truncated
-    one), while a real answer has a body, declares an empty one, or keeps the connection open.
-    Consumes at most one byte of the body: call it only on a response about to be refused.
-    """
-    try:
-        first = resp.raw.read(1, decode_content=False)
-    except (socket.timeout, TimeoutError, ReadTimeoutError):
-        return False  # the connection is alive, just quiet
-    except Exception:  # a truncated body: IncompleteRead, urllib3's ProtocolError, a reset
-        return True
-    return not first and "Content-Length" not in resp.headers
+    return value
 
 
 class HTTPTransportBase(BaseTransport):
-    """A transport whose stream is the body of one HTTP response (SSE, NDJSON, long-poll)."""
+    """A transport whose stream is the body of one HTTP response (SSE, NDJSON, long-poll).
+
+    ``idempotent`` (``None``: decided by the method) says whether the request may be sent again;
+    ``reconnect_on_eof`` (``None``: the wire decides) whether the end of a response is a drop.
+    """
 
     schemes = _HTTP_SCHEMES
 
@@ -220,17 +96,20 @@ class HTTPTransportBase(BaseTransport):
         self,
         url: str,
         *,
-        method: str = "GET",
-        params: Optional[Mapping[str, Any]] = None,
-        json: Any = None,
-        data: Any = None,
-        session: Optional[requests.Session] = None,
-        send_url: Optional[str] = None,
-        reconnect_on_eof: bool = True,
-        chunk_size: int = 65536,
-        **options: Any,
+        method: str,
+        params: Optional[Mapping[str, Any]],
+        json: Any,
+        data: Any,
+        auth: Any,
+        session: Optional[requests.Session],
+        send_url: Optional[str],
+        idempotent: Optional[bool],
+        reconnect_on_eof: Optional[bool],
+        done_when: Optional[Callable[[Event], Any]],
+        chunk_size: int,
+        **base: Any,
     ) -> None:
-        super().__init__(url, **options)
+        super().__init__(url, **base)
         method = str(method).upper()
         if method not in _METHODS:
             raise ValueError(f"method must be one of {', '.join(_METHODS)}, not {method!r}")
@@ -240,18 +119,32 @@ class HTTPTransportBase(BaseTransport):
             raise ValueError("session must be a requests.Session")
         if send_url is not None and not str(send_url).lower().startswith(("http://", "https://")):
             raise ValueError("send_url must be an http:// or https:// URL")
+        for name, flag in (("idempotent", idempotent), ("reconnect_on_eof", reconnect_on_eof)):
+            if flag is not None and not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True, False or None, not {flag!r}")
+        if done_when is not None and not callable(done_when):
+            raise ValueError("done_when must be a callable taking an Event, or None")
+        if auth is not None and not (callable(auth) or _is_pair(auth)):
+            raise ValueError("auth must be a requests auth object or a (user, password) pair")
         check_int("chunk_size", chunk_size)
         self.method = method
         self.params = dict(params) if params else None
         self.json_body = json
         self.data_body = data
+        self.auth = tuple(auth) if _is_pair(auth) else auth
         self.send_url = send_url
-        self.reconnect_on_eof = bool(reconnect_on_eof)
+        self.idempotent: bool = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        self.reconnect_on_eof = reconnect_on_eof
+        self.done_when = done_when
         self.chunk_size = chunk_size
         self._own_session = session is None
         self._session = session if session is not None else new_session(2)
         self._resp: Optional[requests.Response] = None
         self._sock: Optional[socket.socket] = None
+        self._head_expired = False
+        self._sent_event_id: Optional[str] = None
+        self._bad_id_reported: Optional[str] = None
+        self._recent_ids = deque(maxlen=RECENT_IDS)
 
     # -- building and sending requests -------------------------------------------------
 
@@ -259,48 +152,105 @@ class HTTPTransportBase(BaseTransport):
         """Headers the wire sends unless the user gave their own."""
         return {}
 
-    def _request_headers(self) -> dict[str, str]:
-        headers = self._default_headers()
+    def _request_headers(self) -> dict[str, Union[str, bytes]]:
+        headers: dict[str, Union[str, bytes]] = dict(self._default_headers())
         headers.update(self.headers)
-        if self.last_event_id:
-            headers["Last-Event-ID"] = self.last_event_id
+        resume = self._resume_id(report=True)
+        self._sent_event_id = resume
+        if resume is not None:
+            # UTF-8, as browsers send it (``http.client`` would encode a str as Latin-1)
+            headers["Last-Event-ID"] = resume if resume.isascii() else resume.encode("utf-8")
         return headers
 
+    def _resume_id(self, *, report: bool = False) -> Optional[str]:
+        """The id the next request resumes from: the last one seen, or when it cannot go in a
+        header, the last one that could (``report``: one ``error`` event says so)."""
+        current = self._current_event_id()
+        if current is None:
+            return None
+        carried = carriable_id(current)
+        if carried is not None:
+            return carried
+        if report and current != self._bad_id_reported:
+            self._bad_id_reported = current
+            self._error(
+                ProtocolError(
+                    f"event id {server_text(current, 60)!r} cannot be sent in Last-Event-ID "
+                    f"(CR, LF, NUL or over {MAX_EVENT_ID_BYTES} bytes): a reconnect resumes from "
+                    "the last id that can be sent, if any"
+                )
+            )
+        for older in reversed(self._recent_ids or ()):
+            carried = carriable_id(older)
+            if carried is not None:
+                return carried
+        return carriable_id(self._initial_event_id)
+
     def _request(self, stream: bool = True) -> requests.Response:
-        """Make the stream request; a typed error for anything but a 2xx answer."""
+        """Make the stream request; a typed error for anything but a 2xx answer.
+
+        The whole response head must arrive within the head deadline (``timeout``; for a long
+        poll ``idle_timeout``), however slowly the server sends it: at the deadline the
+        connection is cut (the reader is woken by shutting its socket down).
+        """
+        headers = self._request_headers()
         if self.debug:
             self.log.debug(
                 "%s: %s %s headers=%s",
                 self.id,
                 self.method,
                 self.safe_url,
-                redact_headers(self._request_headers()),
+                redact_headers(headers),  # type: ignore[arg-type]
             )
+        head_timeout = self._head_timeout()
+        self._head_expired = False
+        timer = (
+            self._scheduler_or_default().call_later(head_timeout, self._head_deadline)
+            if head_timeout is not None
+            else None
+        )
         try:
-            with watch_sockets(self._watch_socket):
-                resp = self._http(
-                    self.method,
-                    self.url,
-                    timeout=(self.timeout, self._read_timeout()),
-                    stream=stream,
-                    params=self.params,
-                    json=self.json_body,
-                    data=self.data_body,
-                    headers=self._request_headers(),
+            try:
+                with watch_sockets(self._watch_socket):
+                    resp = self._http(
+                        self.method,
+                        self.url,
+                        timeout=(self.timeout, head_timeout),
+                        stream=stream,
+                        params=self.params,
+                        json=self.json_body,
+                        data=self.data_body,
+                        headers=headers,
+                        auth=self.auth,
+                    )
+            except requests.RequestException as exc:
+                raise self._request_failed(exc) from exc.__cause__
+            if self.debug:
+                self.log.debug(
+                    "%s: HTTP %d %s headers=%s",
+                    self.id,
+                    resp.status_code,
+                    server_text(resp.reason),
+                    redact_headers(resp.headers),
                 )
-        except requests.RequestException as exc:
-            raise self._request_failed(exc) from None
-        if self.debug:
-            self.log.debug(
-                "%s: HTTP %d %s headers=%s",
-                self.id,
-                resp.status_code,
-                resp.reason,
-                redact_headers(resp.headers),
-            )
-        if resp.status_code >= 300:
-            self._raise_status(resp)
+            if resp.status_code >= 300:
+                self._raise_status(resp)  # its body is read within the deadline too
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if self._head_expired:  # the deadline struck just as the head arrived
+            resp.close()
+            raise self._request_failed(requests.exceptions.ReadTimeout("response head"))
         return resp
+
+    def _head_deadline(self) -> None:
+        """The response head did not arrive in time: cut the connection (timer thread)."""
+        self._head_expired = True
+        self._interrupt()
+
+    def _head_timeout(self) -> Optional[float]:
+        """Seconds for connecting and receiving the whole response head."""
+        return self.timeout
 
     def _http(
         self,
@@ -323,53 +273,51 @@ class HTTPTransportBase(BaseTransport):
         resp = self._session.request(method, url, allow_redirects=False, **request, **options)
         return follow_redirects(self._session, resp, **options)
 
-    def _read_timeout(self) -> Optional[float]:
-        """Seconds to wait for the response to begin (a long poll waits longer than ``timeout``)."""
-        return self.timeout
-
     def _watch_socket(self, sock: socket.socket) -> None:
         """Remember the socket of the request under way, so that ``close()`` can cut it."""
         self._sock = sock
-        if self._stop.is_set():
+        if self._stop.is_set() or self._head_expired:
             self._interrupt()
 
     def _request_failed(self, exc: requests.RequestException) -> TransportError:
-        """A typed, credential-free error for a failed request."""
-        if isinstance(exc, requests.exceptions.SSLError) or _is_tls_error(exc):
-            error: TransportError = ConnectError(
-                f"TLS failed (certificate not trusted or wrong host; nothing is sent without "
-                f"verification): {describe_exception(exc)}",
-                retryable=False,
-            )
-        elif isinstance(exc, requests.exceptions.Timeout):
-            error = ConnectError(
-                f"timed out after {self.timeout} s: {describe_exception(exc)}", retryable=True
-            )
-        elif isinstance(exc, requests.exceptions.InvalidURL):
-            error = ConnectError(f"invalid URL: {describe_exception(exc)}", retryable=False)
-        else:
-            error = ConnectError(f"connection failed: {describe_exception(exc)}", retryable=True)
-        error.__cause__ = None
-        return error
+        """A typed, credential-free error in our words for a failed request."""
+        return request_failure(
+            exc,
+            self.url,
+            timeout=self._head_timeout() or self.timeout,
+            head_expired=self._head_expired,
+        )
 
     def _raise_status(self, resp: requests.Response) -> None:
+        """Raise ``HTTPStatusError`` for ``resp``, with its headers and the start of its body."""
         status = resp.status_code
         retry_after = None
         if status in (429, 503):
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        reason = resp.reason or ""
+        body = _error_body(resp)
+        if getattr(resp.raw, "connection", True) is None:
+            self._sock = None  # read to its end: the connection went back to the pool
+        reason = server_text(resp.reason or "")
         resp.close()
         raise HTTPStatusError(
-            f"HTTP {status} {reason}".rstrip(), status_code=status, retry_after=retry_after
+            f"HTTP {status} {reason}".rstrip(),
+            status_code=status,
+            retry_after=retry_after,
+            headers=dict(resp.headers),
+            body=body,
+            retryable=status in self.policy.retry_statuses,
         )
 
     def _attach(self, resp: requests.Response) -> None:
-        """Keep ``resp`` as the current stream and arm the idle timeout on its socket."""
+        """Keep ``resp`` as the current stream and arm the idle timeout on its socket. When the
+        request resumed (``Last-Event-ID``), its first events are checked for a replay."""
         self._resp = resp
-        self._sock = sock = _response_socket(resp)
+        self._sock = sock = response_socket(resp)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.settimeout(self.idle_timeout)
+        recent = self._recent_ids
+        self._replay_ids = set(recent) if self._sent_event_id is not None and recent else None
         if self._stop.is_set():  # closed while the request was under way
             self._release()
 
@@ -395,12 +343,62 @@ class HTTPTransportBase(BaseTransport):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    # -- what is sent again ------------------------------------------------------------
+
+    def _resumable(self) -> bool:
+        """Whether a new request would resume the stream: it carries a ``Last-Event-ID``."""
+        return self._resume_id() is not None
+
     def _reconnect_on_eof(self) -> bool:
-        return self.reconnect_on_eof
+        """Whether the end of a response is a drop to reconnect from (see each wire's default);
+        an explicit ``True`` makes it a drop, which a non-resendable request cannot recover."""
+        if self.reconnect_on_eof is not None:
+            return self.reconnect_on_eof
+        return self._eof_reconnects()
+
+    def _eof_reconnects(self) -> bool:
+        return self.idempotent
+
+    def _resend_refused(self, error: TransportError, *, ended: bool) -> Optional[TransportError]:
+        if self.idempotent or self._resumable():
+            return None
+        if not ended and (
+            (isinstance(error, ConnectError) and error.request_sent is False)
+            or (isinstance(error, HTTPStatusError) and error.status_code in _NOT_PROCESSED)
+        ):
+            return None  # it never reached the server, or the server says it did nothing
+        delivered = self._m.messages_received
+        interrupted = StreamInterrupted(
+            f"{self.method} stream interrupted after {delivered} events and not sent again "
+            f"(not idempotent, no event id to resume from): {error.message}",
+            events_delivered=delivered,
+            last_event_id=self._current_event_id(),
+            transport_id=self.id,
+            url=self.safe_url,
+            attempt=self._attempt,
+        )
+        interrupted.__cause__ = error
+        return interrupted
 
     def _on_stopped(self) -> None:
         if self._own_session:
             close_session(self._session)
+
+    def _on_events(self, events: Sequence[Event]) -> Optional[str]:
+        """Publish ``events``; with ``done_when``, up to the first it accepts, then ``"done"``."""
+        done_when = self.done_when
+        if done_when is not None:
+            for index, event in enumerate(events):
+                try:
+                    hit = done_when(event)
+                except Exception as exc:  # like a listener's: reported, the stream goes on
+                    self._listener_failed(exc, "done_when")
+                    continue
+                if hit:
+                    self._publish(events[: index + 1])
+                    return DONE
+        self._publish(events)
+        return None
 
     # -- reading -----------------------------------------------------------------------
 
@@ -418,7 +416,7 @@ class HTTPTransportBase(BaseTransport):
         resp = self._resp
         if resp is None:
             return "eof"
-        body = _BodyReader(resp, self._sock)
+        body = BodyReader(resp, self._sock)
         read = self._logged(body.read) if self.debug else body.read
         # A batch that fills a quarter of the consumers' buffers is big enough: joining more
         # would only make the reader wait for room.
@@ -440,7 +438,7 @@ class HTTPTransportBase(BaseTransport):
                 joined = 0
                 while (
                     events
-                    and joined < _COALESCE_READS
+                    and joined < COALESCE_READS
                     and len(events) < join_below
                     and body.more_ready()
                     and not errors()
@@ -501,7 +499,7 @@ class HTTPTransportBase(BaseTransport):
         if self._stop.is_set():
             return ConnectError("closed", retryable=False)
         if "IncompleteRead" in str(exc) or "InvalidChunkLength" in str(exc):
-            return ConnectError(_CUT_IN_BODY, retryable=True)
+            return ConnectError(CUT_IN_BODY, retryable=True)
         return ConnectError(f"connection lost: {describe_exception(exc)}", retryable=True)
 
     # -- sending -----------------------------------------------------------------------
@@ -578,17 +576,25 @@ def follow_redirects(
     return resp
 
 
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2
+
+
+def _error_body(resp: requests.Response) -> Union[str, bytes, None]:
+    """The first 4 KiB of an error answer's body: text when it decodes, else bytes."""
+    try:
+        raw = resp.raw.read(_ERROR_BODY_BYTES, decode_content=True)
+    except Exception:  # a cut, a bad encoding: the status says enough
+        return None
+    if not raw:
+        return None
+    raw = raw[:_ERROR_BODY_BYTES]
+    try:
+        return raw.decode(resp.encoding or "utf-8")
+    except (UnicodeDecodeError, LookupError):
+        return raw
+
+
 def _credential(name: str) -> bool:
     lowered = name.lower()
     return is_secret_header(name) and lowered != "cookie" and not lowered.startswith("proxy-")
-
-
-def _is_tls_error(exc: BaseException) -> bool:
-    seen = set()
-    current: Optional[BaseException] = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLError):
-            return True
-        current = current.__cause__ or current.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSLError" in str(exc)

@@ -6,36 +6,48 @@ old load balancers): only ordinary HTTP requests and responses are used.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional, Union
 
 import requests
 
+from ..config import BufferConfig, ReconnectPolicy
 from ..errors import ConnectError, HeartbeatTimeout, ProtocolError, TransportError
-from ..events import TransportType
+from ..events import Event, TransportType
 from ..parsers.ndjson import NDJSONParser
+from ..timers import Scheduler
 from ..validate import check_int
 from .base import DONE, EOF_
-from .http_base import HTTPTransportBase, cut_in_headers
+from .http_base import HTTPTransportBase
+from .http_body import cut_in_headers
 
 __all__ = ["HTTPStreamTransport"]
 
 _MODES = ("stream", "long-poll")
+_FIRST_EMPTY_PAUSE = 0.1  # seconds
 
 
 class HTTPStreamTransport(HTTPTransportBase):
     """NDJSON messages over HTTP; ``Event.data`` is each line's parsed JSON value.
 
     ``mode="stream"``: one long response (chunked or close-delimited) read as it arrives; a
-    line is delivered as soon as its newline is read. HTTP 204 ends the stream (``done``); the
-    end of the body reconnects (unless ``reconnect_on_eof=False``), and the reconnect carries
-    ``Last-Event-ID`` with the last id seen, so the server can resume without duplicates.
+    line is delivered as soon as its newline is read. HTTP 204 ends the stream (``done``), and
+    so does a body that ended cleanly (its last chunk, its ``Content-Length``, or the close that
+    ends a body with neither), unless the request is idempotent and resumable (it has an id to
+    send as ``Last-Event-ID``): then it reconnects and the server resumes after that id. A body
+    cut short is a drop; what is sent again then follows the rules of :class:`SSETransport`
+    (a request that is not idempotent and not resumable ends with ``StreamInterrupted``).
 
     ``mode="long-poll"``: repeated requests over one keep-alive ``requests.Session``, each
     carrying ``Last-Event-ID``. A 200 delivers the NDJSON lines of its body (read in full, then
     the connection goes back to the pool) and the next poll follows at once; a 204 means
     "nothing new yet" and the next poll follows after ``poll_interval`` seconds (also after a
-    200 that held no message). A poll may wait up to ``idle_timeout`` for its answer (servers
-    hold long polls open); ``close()`` cuts a waiting poll at once.
+    200 that held no message). An empty answer that came back within a second is followed by
+    a pause growing from 0.1 s (doubling) up to the policy's ``max_delay``, reset by the next
+    message, so that a server answering 204 at once never makes a request storm. A poll may
+    wait up to ``idle_timeout`` for its answer (servers hold long polls open); ``close()``
+    cuts a waiting poll at once.
 
     States in long-poll mode: the first answered poll makes the transport CONNECTED and it stays
     so across answered polls (``connected`` is emitted once, not per poll). A failed poll (a
@@ -43,7 +55,7 @@ class HTTPStreamTransport(HTTPTransportBase):
     dropped connection: ``error``, then ``reconnecting`` and a new poll by the reconnection
     policy, ``connected`` again once a poll is answered, counted in ``metrics.reconnects``.
     As for every wire, failed attempts reset after a poll that delivered messages; answered
-    polls count as traffic for ``health()``. A long poll never ends with ``done`` (and
+    polls count as traffic for ``health()``. A long poll ends only with ``done_when`` (and
     ``reconnect_on_eof`` does not apply).
 
     Ids: when a line is a JSON object holding ``id_field`` (``None`` turns ids off),
@@ -52,6 +64,15 @@ class HTTPStreamTransport(HTTPTransportBase):
     than ``max_line_bytes`` is a ``MessageTooLarge`` that drops the connection and reconnects.
     Any ``Content-Type`` is read as NDJSON, except an HTML page (a proxy's error or login page),
     which fails at once with ``ProtocolError``.
+
+    The parameters shared with :class:`SSETransport` mean the same there; besides them:
+
+    :param mode: ``"stream"`` or ``"long-poll"``.
+    :param id_field: the key of a line's JSON object that holds its id (``None``: no ids).
+    :param poll_interval: seconds between a poll that brought nothing and the next.
+    :param max_line_bytes: the longest line; a longer one drops the connection.
+    :param done_when: ``done_when(event) -> bool``: the first event it accepts is delivered,
+        then the stream is ``done`` (``lambda e: e.data.get("done")``).
     """
 
     type = TransportType.HTTP_STREAM
@@ -62,13 +83,61 @@ class HTTPStreamTransport(HTTPTransportBase):
         url: str,
         *,
         mode: str = "stream",
-        chunk_size: int = 65536,
+        method: str = "GET",
+        headers: Optional[Mapping[str, str]] = None,
+        params: Optional[Mapping[str, Any]] = None,
+        json: Any = None,
+        data: Any = None,
+        auth: Any = None,
+        session: Optional[requests.Session] = None,
+        send_url: Optional[str] = None,
+        timeout: float = 10.0,
+        idle_timeout: Optional[float] = 45.0,
+        reconnect: Union[ReconnectPolicy, bool, None] = None,
+        buffer: Optional[BufferConfig] = None,
+        last_event_id: Optional[str] = None,
+        idempotent: Optional[bool] = None,
+        reconnect_on_eof: Optional[bool] = None,
+        done_when: Optional[Callable[[Event], Any]] = None,
         id_field: Optional[str] = "id",
         poll_interval: float = 0.0,
         max_line_bytes: int = 8 << 20,
-        **options: Any,
+        chunk_size: int = 65536,
+        redirect_headers: Sequence[str] = (),
+        verify: Union[bool, str] = True,
+        cert: Union[str, tuple[str, str], None] = None,
+        proxies: Optional[dict[str, str]] = None,
+        debug: bool = False,
+        id: Optional[str] = None,
+        scheduler: Optional[Scheduler] = None,
     ) -> None:
-        super().__init__(url, chunk_size=chunk_size, **options)
+        super().__init__(
+            url,
+            method=method,
+            headers=headers,
+            params=params,
+            json=json,
+            data=data,
+            auth=auth,
+            session=session,
+            send_url=send_url,
+            timeout=timeout,
+            idle_timeout=idle_timeout,
+            reconnect=reconnect,
+            buffer=buffer,
+            last_event_id=last_event_id,
+            idempotent=idempotent,
+            reconnect_on_eof=reconnect_on_eof,
+            done_when=done_when,
+            chunk_size=chunk_size,
+            redirect_headers=redirect_headers,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+            debug=debug,
+            id=id,
+            scheduler=scheduler,
+        )
         if mode not in _MODES:
             raise ValueError(f"mode must be 'stream' or 'long-poll', not {mode!r}")
         if id_field is not None and (not isinstance(id_field, str) or not id_field):
@@ -87,7 +156,8 @@ class HTTPStreamTransport(HTTPTransportBase):
         self.poll_interval = float(poll_interval)
         self.max_line_bytes = max_line_bytes
         self._long_poll = mode == "long-poll"
-        self._no_content = False
+        self._poll_started = 0.0
+        self._empty_pause = 0.0
         self._parser = NDJSONParser(
             max_line_bytes=max_line_bytes, id_field=id_field, transport_id=self.id
         )
@@ -100,26 +170,27 @@ class HTTPStreamTransport(HTTPTransportBase):
 
     # -- the wire ------------------------------------------------------------------------
 
-    def _open(self) -> None:
+    def _open(self) -> Optional[str]:
         if self._long_poll:
             self._poll()
-            return
+            return None
         resp = self._request()
-        self._no_content = resp.status_code == 204
-        if self._no_content:
+        if resp.status_code == 204:
             resp.close()
-            return
+            return DONE
         self._start_body(resp)
+        return None
 
     def _read(self) -> str:
         if self._long_poll:
             return self._poll_loop()
-        if self._no_content:
-            return DONE
-        outcome = self._read_body(self._parser.feed, self._parser_error_list, self._publish)
+        outcome = self._read_body(self._parser.feed, self._parser_error_list, self._on_events)
         if outcome == EOF_ and not self._stop.is_set():
-            self._flush()  # a clean end of the body: a last line without its newline counts
+            return self._flush()  # a clean end of the body: a last line without its newline
         return outcome
+
+    def _eof_reconnects(self) -> bool:
+        return self.idempotent and self._resumable()
 
     def _start_body(self, resp: requests.Response) -> None:
         """Check that ``resp`` is not an HTML page, then make it the body being read."""
@@ -140,18 +211,21 @@ class HTTPStreamTransport(HTTPTransportBase):
     def _parser_error_list(self) -> list[ProtocolError]:
         return self._parser.errors
 
-    def _flush(self) -> None:
+    def _flush(self) -> str:
+        """The end of a body: its last line without a newline counts; ``"done"`` when
+        ``done_when`` accepts it, else ``"eof"``."""
         parser = self._parser
         events = parser.flush()
-        if events:
-            self._publish(events)
+        outcome = self._on_events(events) if events else None
         if parser.errors:
             self._parser_errors(parser.errors)
+        return outcome or EOF_
 
     # -- long-poll -----------------------------------------------------------------------
 
     def _poll(self) -> None:
         """Make one poll; a 200 leaves its body attached for :meth:`_poll_loop` to read."""
+        self._poll_started = time.monotonic()
         resp = self._request()
         self._traffic()
         if resp.status_code == 204:
@@ -167,16 +241,35 @@ class HTTPStreamTransport(HTTPTransportBase):
             before = m.messages_received
             resp = self._resp
             if resp is not None:
-                self._read_body(self._parser.feed, self._parser_error_list, self._publish)
+                outcome = self._read_body(
+                    self._parser.feed, self._parser_error_list, self._on_events
+                )
                 if stop.is_set():
                     return EOF_
-                self._flush()
+                if outcome == EOF_:
+                    outcome = self._flush()
+                if outcome == DONE:
+                    return DONE
                 self._recycle(resp)
             if stop.is_set():
                 return EOF_
-            if m.messages_received == before and stop.wait(self.poll_interval):
+            if stop.wait(self._pause_after_poll(m.messages_received > before)):
                 return EOF_
             self._poll()
+
+    def _pause_after_poll(self, delivered: bool) -> float:
+        """Seconds before the next poll: none after messages; after an empty answer
+        ``poll_interval``, and at least a pause growing from 0.1 s to ``max_delay`` while empty
+        answers come back within a second (a server answering 204 at once is no storm)."""
+        if delivered:
+            self._empty_pause = 0.0
+            return 0.0
+        if time.monotonic() - self._poll_started >= 1.0:
+            self._empty_pause = 0.0
+            return self.poll_interval
+        grown = self._empty_pause * 2 if self._empty_pause else _FIRST_EMPTY_PAUSE
+        self._empty_pause = min(self.policy.max_delay, grown)
+        return max(self.poll_interval, self._empty_pause)
 
     def _recycle(self, resp: requests.Response) -> None:
         """Hand the connection of a fully read answer back to the session's pool."""
@@ -187,11 +280,13 @@ class HTTPStreamTransport(HTTPTransportBase):
             return
         resp.raw.release_conn()
 
-    def _read_timeout(self) -> Optional[float]:
+    def _head_timeout(self) -> Optional[float]:
         return self.idle_timeout if self._long_poll else self.timeout
 
     def _request_failed(self, exc: requests.RequestException) -> TransportError:
-        if self._long_poll and isinstance(exc, requests.exceptions.ReadTimeout):
+        if self._long_poll and (
+            self._head_expired or isinstance(exc, requests.exceptions.ReadTimeout)
+        ):
             return HeartbeatTimeout(
                 f"no answer to the poll within {self.idle_timeout} s (idle_timeout)"
             )

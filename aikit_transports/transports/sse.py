@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
-from typing import Any, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional, Union
 
+import requests
+
+from ..config import BufferConfig, ReconnectPolicy
 from ..errors import ConnectError, ProtocolError
 from ..events import Event, TransportType
+from ..logs import server_text
 from ..parsers.sse import SSEParser
+from ..timers import Scheduler
 from ..validate import check_int
-from .base import DONE
-from .http_base import HTTPTransportBase, cut_in_headers
+from .base import DONE, CarriedId
+from .http_base import HTTPTransportBase
+from .http_body import cut_in_headers
 
 __all__ = ["SSETransport"]
 
@@ -21,12 +27,48 @@ _data_of = operator.itemgetter(0)
 class SSETransport(HTTPTransportBase):
     """A Server-Sent Events stream that reconnects and resumes with ``Last-Event-ID``.
 
-    The request carries ``Accept: text/event-stream`` and ``Cache-Control: no-cache``
-    (user headers win); any method and body (``json=`` / ``data=``) may be used and is sent
-    again on every reconnect. HTTP 204 ends the stream (``done``); a response that is not
-    ``text/event-stream`` fails at once with ``ProtocolError``. An event whose data equals
-    ``done_sentinel`` (``"[DONE]"`` by default; ``None`` to turn off) ends the stream and is not
-    delivered.
+    The request carries ``Accept: text/event-stream`` and ``Cache-Control: no-cache`` (user
+    headers win); any method and body may be used. HTTP 204 ends the stream (``done``); a
+    response that is not ``text/event-stream`` fails at once with ``ProtocolError``.
+
+    What is sent again: an idempotent request (GET ...) reconnects after any drop and at the end
+    of each response, as a browser's ``EventSource`` does. Any other (a POST to an LLM API)
+    goes out again only when that cannot repeat output: it never reached the server, the
+    answer said it was not processed (408, 425, 429, 503), or the stream is resumable (it has an
+    event id to send as ``Last-Event-ID``). Otherwise a cut ends the transport with
+    ``StreamInterrupted``, and the end of the response is ``done``.
+
+    :param url: ``http(s)://`` URL of the stream.
+    :param method: HTTP method (``GET``, ``POST``, ``PUT``, ``PATCH``, ``DELETE``).
+    :param headers: request headers (sent on every request, reconnects included).
+    :param params: query parameters added to the URL.
+    :param json: a JSON request body. :param data: a raw request body (not with ``json``).
+    :param auth: any ``requests`` auth: a ``(user, password)`` pair, ``HTTPBasicAuth``, ...
+    :param session: a ``requests.Session`` to use (its pools, cookies, adapters).
+    :param send_url: where :meth:`send` POSTs (JSON), if anywhere.
+    :param timeout: seconds for connecting and receiving the whole response head.
+    :param idle_timeout: seconds without a byte (data or comment) before the stream counts as
+        stalled and is dropped (``None``: never).
+    :param reconnect: a :class:`ReconnectPolicy`; ``None`` the default, ``False`` never.
+    :param buffer: a :class:`BufferConfig` for each consumer's buffer.
+    :param last_event_id: the id to resume from on the first request.
+    :param idempotent: whether sending the request again is harmless (``None``: GET, HEAD,
+        OPTIONS, PUT and DELETE are, POST and PATCH are not).
+    :param reconnect_on_eof: whether the end of a response is a drop to reconnect from
+        (``None``: yes for an idempotent request, else the end is ``done``).
+    :param done_sentinel: data that ends the stream for good and is not delivered
+        (``"[DONE]"``, as OpenAI-style APIs send; ``None`` to turn off).
+    :param done_when: ``done_when(event) -> bool``: the first event it accepts is delivered,
+        then the stream is ``done`` (``lambda e: e.type == "message_stop"``).
+    :param max_event_bytes: the largest event; a longer one drops the connection.
+    :param chunk_size: the most bytes taken by one read.
+    :param redirect_headers: header names that follow a redirect to another origin.
+    :param verify: verify TLS certificates (``True``), or a CA bundle path.
+    :param cert: a client certificate: a PEM path or a ``(cert, key)`` pair.
+    :param proxies: ``requests``-style proxies (environment variables apply otherwise).
+    :param debug: log this transport's wire-level lines whatever the logger's level.
+    :param id: the transport's id (a short uuid by default).
+    :param scheduler: the timer scheduler (a manager passes its own).
     """
 
     type = TransportType.SSE
@@ -36,18 +78,65 @@ class SSETransport(HTTPTransportBase):
         self,
         url: str,
         *,
-        done_sentinel: Optional[str] = "[DONE]",
-        max_event_bytes: int = 8 << 20,
+        method: str = "GET",
+        headers: Optional[Mapping[str, str]] = None,
+        params: Optional[Mapping[str, Any]] = None,
+        json: Any = None,
+        data: Any = None,
+        auth: Any = None,
+        session: Optional[requests.Session] = None,
+        send_url: Optional[str] = None,
+        timeout: float = 10.0,
+        idle_timeout: Optional[float] = 45.0,
+        reconnect: Union[ReconnectPolicy, bool, None] = None,
+        buffer: Optional[BufferConfig] = None,
         last_event_id: Optional[str] = None,
-        **options: Any,
+        idempotent: Optional[bool] = None,
+        reconnect_on_eof: Optional[bool] = None,
+        done_sentinel: Optional[str] = "[DONE]",
+        done_when: Optional[Callable[[Event], Any]] = None,
+        max_event_bytes: int = 8 << 20,
+        chunk_size: int = 65536,
+        redirect_headers: Sequence[str] = (),
+        verify: Union[bool, str] = True,
+        cert: Union[str, tuple[str, str], None] = None,
+        proxies: Optional[dict[str, str]] = None,
+        debug: bool = False,
+        id: Optional[str] = None,
+        scheduler: Optional[Scheduler] = None,
     ) -> None:
-        super().__init__(url, last_event_id=last_event_id, **options)
+        super().__init__(
+            url,
+            method=method,
+            headers=headers,
+            params=params,
+            json=json,
+            data=data,
+            auth=auth,
+            session=session,
+            send_url=send_url,
+            timeout=timeout,
+            idle_timeout=idle_timeout,
+            reconnect=reconnect,
+            buffer=buffer,
+            last_event_id=last_event_id,
+            idempotent=idempotent,
+            reconnect_on_eof=reconnect_on_eof,
+            done_when=done_when,
+            chunk_size=chunk_size,
+            redirect_headers=redirect_headers,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+            debug=debug,
+            id=id,
+            scheduler=scheduler,
+        )
         if done_sentinel is not None and not isinstance(done_sentinel, str):
             raise ValueError("done_sentinel must be a string or None")
         check_int("max_event_bytes", max_event_bytes)
         self.done_sentinel = done_sentinel
         self.max_event_bytes = max_event_bytes
-        self._no_content = False
         self._parser = SSEParser(
             max_event_bytes=max_event_bytes, last_event_id=last_event_id, transport_id=self.id
         )
@@ -55,29 +144,32 @@ class SSETransport(HTTPTransportBase):
     def _default_headers(self) -> dict[str, str]:
         return {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
 
-    def _open(self) -> None:
+    def _open(self) -> Optional[str]:
         resp = self._request()
-        if resp.status_code == 204:
+        if resp.status_code == 204:  # the server ends the stream for good
             resp.close()
-            self._no_content = True
-            return
-        self._no_content = False
+            return DONE
         content_type = resp.headers.get("Content-Type", "")
         if content_type.split(";", 1)[0].strip().lower() != "text/event-stream":
             cut = cut_in_headers(resp)
             resp.close()
             if cut:
                 raise ConnectError("connection lost in the response headers", retryable=True)
+            shown = server_text(content_type or "none")
             raise ProtocolError(
-                f"expected Content-Type text/event-stream, got {content_type or 'none'!r}",
+                f"expected Content-Type text/event-stream, got {shown!r}",
                 retryable=False,
             )
-        self._parser.reset()
+        parser = self._parser
+        if self._sent_event_id is not None and parser.last_event_id is not None:
+            # events of this response without an id of their own carry this one (typed, so
+            # that a replay check can tell them from an id the server sent again)
+            parser.last_event_id = CarriedId(parser.last_event_id)
+        parser.reset()
         self._attach(resp)
+        return None
 
     def _read(self) -> str:
-        if self._no_content:
-            return DONE
         parser = self._parser
         return self._read_body(parser.feed, lambda: parser.errors, self._on_events)
 
@@ -98,7 +190,6 @@ class SSETransport(HTTPTransportBase):
             # whose item 0 is ``data``): a Python loop here cost as much as the delivery.
             datas = list(map(_data_of, events))
             if sentinel in datas:
-                self._publish(events[: datas.index(sentinel)])
+                super()._on_events(events[: datas.index(sentinel)])
                 return DONE
-        self._publish(events)
-        return None
+        return super()._on_events(events)
