@@ -71,11 +71,18 @@ def _check_resume(outputs: list[str]) -> None:
 CASES: dict[str, Example] = {
     "quickstart_iterate.py": Example(lambda s: {"http://127.0.0.1:8765": s.http.base_url}),
     "quickstart_callbacks.py": Example(lambda s: {"http://127.0.0.1:8765": s.http.base_url}),
-    "sse_llm.py": Example(
+    "llm_openai.py": Example(
+        lambda s: {"https://api.example.com/v1/chat/completions": s.http.url("/llm")}
+    ),
+    "llm_anthropic.py": Example(
+        lambda s: {"https://api.example.com/v1/messages": s.http.url("/llm?style=anthropic")}
+    ),
+    "llm_cut.py": Example(
+        lambda s: {"https://api.example.com/v1/chat/completions": s.http.url("/llm?cut_after=3")}
+    ),
+    "llm_resume.py": Example(
         lambda s: {
-            "https://api.example.com/v1/chat/completions": s.http.url(
-                "/sse?count=3&data=json&end=sentinel"
-            )
+            "https://api.example.com/v1/chat/completions": s.http.url("/llm?ids=1&cut_after=3")
         }
     ),
     "sse_resume.py": Example(

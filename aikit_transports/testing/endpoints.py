@@ -5,6 +5,7 @@
                ``Last-Event-ID``; faults and endings chosen by parameters (see :func:`sse`)
 ``/ndjson``    the same stream as NDJSON lines ``{"id": i, "data": "..."}``
 ``/poll``      long-poll: the next batch of NDJSON lines after ``Last-Event-ID``, or 204
+``/llm``       an LLM-style streamed answer (OpenAI or Anthropic style), to any method
 ``/send``      records the body, answers 200 (or the ``status`` asked for)
 ``/sse-fast``  pre-rendered SSE written in 64 KiB pieces, so benchmarks never wait on the server
 =============  ===============================================================================
@@ -30,7 +31,7 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from .exchange import HTTPError, RecordedRequest, RouteHandler, StreamWriter
 
-__all__ = ["builtin_routes", "sse", "ndjson", "send", "sse_fast", "LongPoll"]
+__all__ = ["builtin_routes", "sse", "ndjson", "llm", "send", "sse_fast", "LongPoll"]
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -319,6 +320,52 @@ class LongPoll:
         writer.write(body)
 
 
+# -- /llm -------------------------------------------------------------------------------------
+
+LLM_TOKENS = ("Hello", ",", " world", "!", " How", " are", " you", "?")
+
+
+def llm(request: RecordedRequest, writer: StreamWriter) -> None:
+    """``/llm``: the answer ``Hello, world! How are you?`` streamed token by token, to any
+    method, as LLM APIs stream.
+
+    ``style=openai`` (default): ``data: {"choices": [{"delta": {"content": "..."}}]}`` blocks,
+    then ``data: [DONE]``. ``style=anthropic``: ``event: content_block_delta`` blocks with
+    ``{"delta": {"text": "..."}}``, then ``event: message_stop``, then the body ends.
+    ``ids=1`` numbers the tokens (``id:``) and resumes after ``Last-Event-ID``; ``cut_after=k``
+    cuts a response that did not resume after ``k`` tokens; ``delay`` between tokens.
+    """
+    params = _Params(request.query)
+    style = params.choice("style", "openai", ("openai", "anthropic"))
+    with_ids = params.flag("ids", False)
+    cut_after = params.optional_integer("cut_after", minimum=1)
+    delay = params.number("delay", 0.0)
+    if _reject_if_asked(params, writer):
+        return
+    resumed = with_ids and "Last-Event-ID" in request.headers
+    first = _first_id(request) if with_ids else 1
+    writer.send_status(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    for sent, i in enumerate(range(first, len(LLM_TOKENS) + 1)):
+        if sent and delay and not writer.sleep(delay):
+            writer.close_abruptly()
+            return
+        token = LLM_TOKENS[i - 1]
+        if style == "openai":
+            block = f"data: {json.dumps({'choices': [{'delta': {'content': token}}]})}\n\n"
+        else:
+            block = (
+                f"event: content_block_delta\ndata: {json.dumps({'delta': {'text': token}})}\n\n"
+            )
+        writer.write(((f"id: {i}\n" if with_ids else "") + block).encode())
+        if cut_after is not None and not resumed and sent + 1 == cut_after:
+            writer.close_abruptly()
+            return
+    if style == "openai":
+        writer.write(b"data: [DONE]\n\n")
+    else:
+        writer.write(b'event: message_stop\ndata: {"type": "message_stop"}\n\n')
+
+
 # -- /send ------------------------------------------------------------------------------------
 
 
@@ -363,6 +410,7 @@ def builtin_routes() -> Dict[str, RouteHandler]:
     return {
         "/sse": sse,
         "/ndjson": ndjson,
+        "/llm": llm,
         "/poll": LongPoll(),
         "/send": send,
         "/sse-fast": sse_fast,
