@@ -86,6 +86,7 @@ class BaseTransport:
         verify: Union[bool, str] = True,
         cert: Union[str, tuple[str, str], None] = None,
         proxies: Optional[dict[str, str]] = None,
+        redirect_headers: Sequence[str] = (),
         debug: bool = False,
         id: Optional[str] = None,
         scheduler: Optional[Scheduler] = None,
@@ -110,6 +111,12 @@ class BaseTransport:
             raise ValueError("last_event_id must be a string")
         if not isinstance(verify, (bool, str)):
             raise ValueError("verify must be True, False or a CA bundle path")
+        if isinstance(redirect_headers, str) or not all(
+            isinstance(name, str) and name for name in redirect_headers
+        ):
+            raise ValueError("redirect_headers must be a sequence of header names")
+        if any(name.lower() == "authorization" for name in redirect_headers):
+            raise ValueError("redirect_headers cannot name Authorization: it stays with its origin")
         self.id: str = id or uuid.uuid4().hex[:12]
         self.url = url
         self.safe_url: str = redact_url(url) or ""
@@ -122,6 +129,7 @@ class BaseTransport:
         self.verify = verify
         self.cert = cert
         self.proxies = proxies
+        self.redirect_headers = tuple(name.lower() for name in redirect_headers)
         self.debug = debug
         self.log = TransportLog(logging.getLogger(self.logger_name), debug)
         self._scheduler = scheduler
