@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from ..errors import ConnectError, ProtocolError
 from ..events import Event, TransportType
+from ..logs import server_text
 from ..parsers.sse import SSEParser
 from ..validate import check_int
 from .base import DONE
@@ -69,7 +70,8 @@ class SSETransport(HTTPTransportBase):
             if cut:
                 raise ConnectError("connection lost in the response headers", retryable=True)
             raise ProtocolError(
-                f"expected Content-Type text/event-stream, got {content_type or 'none'!r}",
+                "expected Content-Type text/event-stream, got "
+                f"'{server_text(content_type) or 'none'}'",
                 retryable=False,
             )
         self._parser.reset()
