@@ -31,6 +31,7 @@ from .events import BufferStrategy, Event, TransportState, TransportType
 from .manager import TransportManager
 from .metrics import TransportHealth, TransportMetrics
 from .parsers import NDJSONParser, SSEParser
+from .redact import install_urllib3_filter
 from .transports.http_stream import HTTPStreamTransport
 from .transports.sse import SSETransport
 from .transports.websocket import WebSocketTransport
@@ -76,3 +77,4 @@ __all__ = [
 ]
 
 logging.getLogger("aikit_transports").addHandler(logging.NullHandler())
+install_urllib3_filter()  # urllib3's DEBUG lines show query strings: redacted as ours are

@@ -22,6 +22,7 @@ from . import __version__
 from .config import ReconnectPolicy
 from .errors import TransportError
 from .events import Event, TransportType
+from .logs import server_text
 from .redact import describe_exception
 from .transports import BaseTransport, resolve_transport, wire_for_scheme
 
@@ -30,6 +31,9 @@ __all__ = ["main", "format_event", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _PROG = "aikit-transports"
+#: A line on stderr holds at most this many characters, control characters escaped: an error
+#: message may quote what a server sent.
+_LINE_CHARS = 1000
 
 _LISTEN_EXAMPLES = """\
 examples:
@@ -267,7 +271,7 @@ def _listen(args: argparse.Namespace) -> int:
         err.write(f"{_PROG}: {exc}\n")
         return EXIT_USAGE
     except TransportError as exc:  # --type auto: no wire connected
-        err.write(f"error: {exc.message}\n")
+        err.write(f"error: {server_text(exc.message, _LINE_CHARS)}\n")
         return EXIT_ERROR
     reporter = _Reporter(transport, err, quiet=args.quiet)
     mode = "json" if args.json else "raw" if args.raw else "line"
@@ -314,7 +318,7 @@ class _Reporter:
         if self.quiet and not always:
             return
         with self._lock:
-            self.err.write(text + "\n")
+            self.err.write(server_text(text, _LINE_CHARS) + "\n")
             self.err.flush()
 
     def _on_reconnecting(self, attempt: int, delay: float, error: TransportError) -> None:

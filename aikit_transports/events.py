@@ -8,6 +8,7 @@ import time
 from typing import Any, NamedTuple, Optional
 
 from .errors import ProtocolError
+from .logs import server_text
 
 __all__ = ["Event", "TransportState", "TransportType", "BufferStrategy", "new_event"]
 
@@ -53,9 +54,9 @@ class Event(_EventFields):
         try:
             return _json.loads(data)
         except ValueError as exc:
-            snippet = data[:80]
             raise ProtocolError(
-                f"event data is not valid JSON ({exc}): {snippet!r}", transport_id=self.transport_id
+                f"event data is not valid JSON ({exc}): '{server_text(data, 80)}'",
+                transport_id=self.transport_id,
             ) from None
 
     def __repr__(self) -> str:

@@ -44,6 +44,7 @@ from streams.management.commands.consume_stream import Command as ConsumeStream 
 from aikit_transports import (  # noqa: E402
     Event,
     HTTPStatusError,
+    ProtocolError,
     ReconnectPolicy,
     SSETransport,
     TransportManager,
@@ -327,6 +328,19 @@ def test_an_iterable_that_raises_ends_the_response(caplog: Any) -> None:
     with caplog.at_level(logging.ERROR, logger="aikit_transports.django"):
         assert _body(sse_response(events(), keepalive=1.0)) == b"data: ok\n\n"
     assert "RuntimeError: boom" in caplog.text
+
+
+def test_a_failed_source_is_logged_on_one_short_line(caplog: Any) -> None:
+    # The message of an error may quote what a server sent (a close reason, a status reason).
+    def events() -> Iterator[Event]:
+        yield Event(data="ok")
+        raise ProtocolError("closed: \x1b[2J" + "x" * 5000 + "\r\nforged line")
+
+    with caplog.at_level(logging.WARNING, logger="aikit_transports.django"):
+        assert _body(sse_response(events(), keepalive=1.0)) == b"data: ok\n\n"
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "aikit_transports.django"]
+    assert "\x1b" not in line and "\r" not in line and "\n" not in line
+    assert "closed: \\x1b[2J" in line and len(line) < 1100
 
 
 def test_a_generator_without_keepalive_is_read_directly() -> None:

@@ -27,6 +27,7 @@ from aikit_transports import (
     WebSocketTransport,
 )
 from aikit_transports.cli import main as cli_main
+from aikit_transports.redact import redact_headers, redact_url
 from aikit_transports.testing import RecordedRequest, StreamServer, StreamWriter
 from aikit_transports.testing.ws import WebSocketServer
 from aikit_transports.transports.base import BaseTransport
@@ -41,15 +42,29 @@ SECRETS = {
     "x-api-key": "APIKEY-7",
     "api-key": "APIKEY-8",
     "param": "PARAM-9",
+    "x-credential": "CRED-10",
+    "x-signature": "SIGN-11",
+    "x-passwd": "PASSWD-12",
+    "jwt": "JWT-13",
+    "pwd": "PWD-14",
+    "pass": "PASS-15",
+    "credential": "CRED-16",
+    "signature": "SIGN-17",
 }
 HEADERS = {
     "Authorization": f"Bearer {SECRETS['authorization']}",
     "Cookie": f"sid={SECRETS['cookie']}",
     "X-API-Key": SECRETS["x-api-key"],
     "api-key": SECRETS["api-key"],
+    "X-Credential": SECRETS["x-credential"],
+    "X-Signature": SECRETS["x-signature"],
+    "X-Passwd": SECRETS["x-passwd"],
     "X-Request-Source": "tests",  # not a credential: kept everywhere
 }
-QUERY = f"token={SECRETS['token']}&api_key={SECRETS['api_key']}&sig={SECRETS['sig']}"
+QUERY = "&".join(
+    f"{name}={SECRETS[name]}"
+    for name in ("token", "api_key", "sig", "jwt", "pwd", "pass", "credential", "signature")
+)
 NO_RETRY = ReconnectPolicy(max_attempts=0)
 ONE_RETRY = ReconnectPolicy(max_attempts=1, initial_delay=0, jitter=0)
 WIRES = ("sse", "http-stream", "websocket")
@@ -245,9 +260,9 @@ def _received_headers(wire: str, servers: Dict[str, Any], target_host: str) -> D
 @pytest.mark.parametrize("wire", WIRES)
 def test_a_redirect_to_another_host_drops_credentials(wire: str, servers: Dict[str, Any]) -> None:
     # "localhost" is another host than "127.0.0.1" for every client (and for browsers).
+    # Which other headers go along is tested in test_redirects.py.
     headers = _received_headers(wire, servers, "localhost")
-    assert headers["x-request-source"] == "tests"  # ordinary headers go on
-    for name in ("authorization", "cookie", "x-api-key", "api-key"):
+    for name in (k.lower() for k in HEADERS if k != "X-Request-Source"):
         assert name not in headers, f"{name} was sent to another host"
 
 
@@ -256,3 +271,149 @@ def test_a_redirect_within_the_origin_keeps_credentials(wire: str, servers: Dict
     headers = _received_headers(wire, servers, "127.0.0.1")
     assert headers["authorization"] == HEADERS["Authorization"]
     assert headers["x-api-key"] == HEADERS["X-API-Key"]
+    assert headers["x-credential"] == HEADERS["X-Credential"]
+
+
+# -- other loggers and names ---------------------------------------------------------------------
+
+
+def test_urllib3_debug_lines_are_redacted(
+    servers: Dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The root logger at DEBUG: urllib3 prints each request line, query string included.
+    caplog.set_level(logging.DEBUG)
+    t = SSETransport(secret_url(servers["http"].base_url, "/sse?count=3&end=sentinel"))
+    try:
+        assert len(list(t.iter_events(timeout=10))) == 3
+    finally:
+        t.close()
+    lines = [
+        r.getMessage() for r in caplog.records if not r.name.startswith("aikit_transports.testing")
+    ]
+    request_lines = [line for line in lines if "GET /sse?" in line]
+    assert request_lines, "urllib3 logs the request line"
+    assert "api_key=***" in request_lines[0] and "count=3" in request_lines[0]
+    assert_clean("\n".join(lines), "a log line of another library")
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("jwt", True),
+        ("id_jwt", True),
+        ("pwd", True),
+        ("pass", True),
+        ("db_pass", True),
+        ("userPass", True),
+        ("passphrase", True),
+        ("credential", True),
+        ("X-Credential", True),
+        ("X-Signature", True),
+        ("X-Passwd", True),
+        ("passenger", False),  # ``pass`` only as a word of its own
+        ("bypass", False),
+        ("compass", False),
+        ("page", False),
+        ("X-Request-Source", False),
+    ],
+)
+def test_which_names_are_secret(name: str, secret: bool) -> None:
+    url = redact_url(f"https://h/p?{name}=VALUE")
+    assert ("VALUE" not in (url or "")) is secret
+    assert (redact_headers({name: "VALUE"})[name] == "***") is secret
+
+
+# -- text a server chose -------------------------------------------------------------------------
+
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07" + "A" * 30_000 + "\rforged log line" + "B" * 30_000
+
+
+def _raw_route(head: bytes) -> Any:
+    def route(request: RecordedRequest, writer: StreamWriter) -> None:
+        writer.write_raw(head)
+
+    return route
+
+
+def _assert_shown_safely(text: str, limit: int = 600) -> None:
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text
+    assert len(text) < limit, f"{len(text)} characters"
+
+
+def _connect_error(t: BaseTransport) -> TransportError:
+    try:
+        with pytest.raises(TransportError) as info:
+            t.connect(timeout=10)
+    finally:
+        t.close()
+    return info.value
+
+
+def test_a_huge_status_reason_with_control_characters_is_shown_short_and_escaped(
+    servers: Dict[str, Any],
+) -> None:
+    http: StreamServer = servers["http"]
+    http.route(
+        "/reason", _raw_route(f"HTTP/1.1 400 {HOSTILE}\r\nContent-Length: 0\r\n\r\n".encode())
+    )
+    error = _connect_error(SSETransport(http.url("/reason"), reconnect=NO_RETRY))
+    _assert_shown_safely(str(error))
+
+
+@pytest.mark.parametrize("wire", ["sse", "http-stream"])
+def test_a_hostile_content_type_is_shown_short_and_escaped(
+    wire: str, servers: Dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    http: StreamServer = servers["http"]
+    kind = "text/plain" if wire == "sse" else "text/html"  # what each wire refuses
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: {kind}; x={HOSTILE.replace(chr(13), '')}\r\n"
+    http.route("/type", _raw_route(f"{head}Content-Length: 2\r\n\r\nok".encode()))
+    cls = SSETransport if wire == "sse" else HTTPStreamTransport
+    error = _connect_error(cls(http.url("/type"), reconnect=NO_RETRY))
+    assert "Content-Type" in error.message
+    _assert_shown_safely(str(error))
+    _assert_shown_safely(our_records(caplog), limit=10_000)
+
+
+def test_a_bad_status_line_is_shown_escaped(servers: Dict[str, Any]) -> None:
+    http: StreamServer = servers["http"]
+    http.route("/garbage", _raw_route(f"\x1b[31mNOT HTTP {HOSTILE[:500]}\r\n\r\n".encode()))
+    error = _connect_error(SSETransport(http.url("/garbage"), reconnect=NO_RETRY))
+    _assert_shown_safely(str(error))
+
+
+def test_a_malformed_ndjson_line_is_shown_short_and_escaped(servers: Dict[str, Any]) -> None:
+    http: StreamServer = servers["http"]
+    body = f'{{"id": 1}}\n{HOSTILE[:5000].replace(chr(13), "")}\n{{"id": 2}}\n'.encode()
+
+    def route(request: RecordedRequest, writer: StreamWriter) -> None:
+        if request.headers.get("Last-Event-ID"):
+            writer.send_status(204)
+            return
+        writer.send_status(200, {"Content-Type": "application/x-ndjson"})
+        writer.write(body)
+
+    http.route("/lines", route)
+    t = HTTPStreamTransport(http.url("/lines"), reconnect=ONE_RETRY)
+    errors: List[TransportError] = []
+    t.on("error", errors.append)
+    try:
+        assert [e.id for e in t.iter_events(timeout=10)] == ["1", "2"]
+    finally:
+        t.close()
+    (error,) = errors
+    assert "NDJSON line 2" in error.message and "\\x1b[2J" in error.message
+    _assert_shown_safely(str(error), limit=300)
+
+
+def test_the_cli_prints_server_text_on_one_line(
+    servers: Dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    http: StreamServer = servers["http"]
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/plain{HOSTILE.replace(chr(13), '')}\r\n"
+    http.route("/type", _raw_route(f"{head}Content-Length: 2\r\n\r\nok".encode()))
+    assert cli_main(["listen", http.url("/type"), "--max-attempts", "0"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    _assert_shown_safely(err)

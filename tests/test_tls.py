@@ -21,8 +21,10 @@ from faultkit import allocations_while_idle
 from aikit_transports import (
     ConnectError,
     HTTPStreamTransport,
+    ProtocolError,
     ReconnectPolicy,
     SSETransport,
+    TransportError,
     WebSocketTransport,
 )
 from aikit_transports.testing import FaultProxy, RecordedRequest, StreamServer, StreamWriter
@@ -227,16 +229,17 @@ def test_a_redirect_from_tls_to_plain_text_is_refused(certs: Certs, wire: str) -
             with FaultProxy("127.0.0.1", r.http.port, ssl_context=certs.good) as front:
                 url = f"wss://127.0.0.1:{front.port}/downgrade"
                 t = r.transport(url, verify=certs.ca_path, reconnect=RETRYING)
-                _refused(t)
+                _refused(t, ConnectError)
         else:
-            _refused(r.transport(r.url("/downgrade"), verify=certs.ca_path, reconnect=RETRYING))
+            t = r.transport(r.url("/downgrade"), verify=certs.ca_path, reconnect=RETRYING)
+            _refused(t, ProtocolError)
         assert r.ws.handshakes == 0
         assert [q.path for q in r.http.requests] == ["/downgrade"]  # the plain URL never asked
 
 
-def _refused(t: BaseTransport) -> None:
+def _refused(t: BaseTransport, kind: type[TransportError]) -> None:
     try:
-        with pytest.raises(ConnectError) as info:
+        with pytest.raises(kind) as info:
             t.connect(timeout=30)
     finally:
         t.close()

@@ -32,6 +32,7 @@ from ..buffer import MessageBuffer
 from ..config import BufferConfig
 from ..errors import TransportClosedError, TransportError
 from ..events import Event, TransportState
+from ..logs import server_text
 from ..manager import TransportManager
 from ..redact import describe_exception
 from ..transports.base import BaseTransport
@@ -45,6 +46,9 @@ KEEPALIVE_COMMENT = b": keep-alive\n\n"
 
 #: Items an iterable source may run ahead of a slow browser (read on the relay's helper thread).
 _RELAY_QUEUE_SIZE = 64
+
+#: An error is logged by at most this many characters (it may quote what a server sent).
+_LOGGED_ERROR_CHARS = 1000
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FIELD_UNSAFE = re.compile(r"[\r\n\x00]")
@@ -205,10 +209,6 @@ class _Relay(Iterator[bytes]):
         except StopIteration:
             self.close()
             return None
-        except TransportError as exc:
-            log.warning("upstream stream failed, ending the response: %s", exc)
-            self.close()
-            return None
         except Exception as exc:
             self._source_failed(exc)
             return None
@@ -232,7 +232,10 @@ class _Relay(Iterator[bytes]):
 
     def _source_failed(self, exc: BaseException) -> None:
         if isinstance(exc, TransportError):
-            log.warning("upstream stream failed, ending the response: %s", exc)
+            log.warning(
+                "upstream stream failed, ending the response: %s",
+                server_text(exc, _LOGGED_ERROR_CHARS),
+            )
         else:
             log.error(
                 "the event source raised %s, ending the response",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..errors import ProtocolError
+from ..logs import server_text
 
 __all__ = ["ChunkedDecoder"]
 
@@ -94,7 +95,7 @@ class ChunkedDecoder:
         if state == _SIZE:
             digits = line.split(b";", 1)[0].strip(b" \t")
             if not digits or not _HEX.issuperset(digits) or len(digits) > 16:
-                self._fail(f"a bad chunk size {line[:40]!r}")
+                self._fail(f"a bad chunk size '{server_text(line, 40)}'")
                 return
             self._left = int(digits, 16)
             self._state = _DATA if self._left else _TRAILER

@@ -23,6 +23,7 @@ from typing import Any, List, Optional, Union
 
 from ..errors import MessageTooLarge, ProtocolError
 from ..events import Event, new_event
+from ..logs import server_text
 
 __all__ = ["NDJSONParser"]
 
@@ -34,13 +35,8 @@ _scan_once = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-t
 # Line ends on the raw bytes, used only when a chunk may hold an over-long line.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
+#: A bad line is shown by at most this many characters: enough to recognise it in a log.
 _SNIPPET_CHARS = 60
-
-
-def _snippet(line: str) -> str:
-    """At most 60 characters of a bad line, enough to recognise it in a log."""
-    text = line.strip()
-    return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 3] + "..."
 
 
 class NDJSONParser:
@@ -260,7 +256,8 @@ class NDJSONParser:
     def _error(self, line_number: int, reason: str, line: str) -> None:
         self.errors.append(
             ProtocolError(
-                f"NDJSON line {line_number}: {reason}: {_snippet(line)!r}",
+                f"NDJSON line {line_number}: {reason}: "
+                f"'{server_text(line.strip(), _SNIPPET_CHARS)}'",
                 transport_id=self._transport_id,
             )
         )

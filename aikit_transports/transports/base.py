@@ -135,9 +135,11 @@ class BaseTransport:
         if not isinstance(verify, (bool, str)):
             raise ValueError("verify must be True, False or a CA bundle path")
         if isinstance(redirect_headers, str) or not all(
-            isinstance(name, str) for name in redirect_headers
+            isinstance(name, str) and name for name in redirect_headers
         ):
             raise ValueError("redirect_headers must be a sequence of header names")
+        if any(name.lower() == "authorization" for name in redirect_headers):
+            raise ValueError("redirect_headers cannot name Authorization: it stays with its origin")
         self.id: str = id or uuid.uuid4().hex[:12]
         self.url = url
         self.safe_url: str = redact_url(url) or ""

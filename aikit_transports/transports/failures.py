@@ -62,7 +62,7 @@ def _scrub(exc: BaseException) -> None:
         if any(isinstance(arg, str) for arg in current.args):
             try:
                 current.args = tuple(
-                    redact_text(arg, 1000) if isinstance(arg, str) else arg for arg in current.args
+                    redact_text(arg) if isinstance(arg, str) else arg for arg in current.args
                 )
             except (AttributeError, TypeError):  # an exception type with read-only args
                 continue

@@ -34,11 +34,12 @@ from ..errors import (
 )
 from ..events import Event
 from ..logs import server_text, snippet
-from ..redact import describe_exception, is_secret_header, redact_headers, redact_url
+from ..redact import describe_exception, redact_headers, redact_url
 from ..validate import check_int
 from .base import DONE, RECENT_IDS, BaseTransport
 from .failures import request_failure
 from .http_body import COALESCE_READS, CUT_IN_BODY, BodyReader, response_socket
+from .redirects import follow_redirects
 from .sessions import close_session, new_session, watch_sockets
 
 __all__ = ["HTTPTransportBase", "parse_retry_after", "IDEMPOTENT_METHODS"]
@@ -262,7 +263,8 @@ class HTTPTransportBase(BaseTransport):
         **request: Any,
     ) -> requests.Response:
         """One request with the transport's TLS and proxy options, redirects followed by the
-        rules of :func:`follow_redirects` (no downgrade, credentials kept to their host)."""
+        rules of :func:`~.redirects.follow_redirects` (no downgrade, no other scheme, only the
+        safe headers and ``redirect_headers`` to another origin)."""
         options: dict[str, Any] = {
             "stream": stream,
             "timeout": timeout,
@@ -271,7 +273,7 @@ class HTTPTransportBase(BaseTransport):
             "proxies": self.proxies,
         }
         resp = self._session.request(method, url, allow_redirects=False, **request, **options)
-        return follow_redirects(self._session, resp, **options)
+        return follow_redirects(self._session, resp, keep_headers=self.redirect_headers, **options)
 
     def _watch_socket(self, sock: socket.socket) -> None:
         """Remember the socket of the request under way, so that ``close()`` can cut it."""
@@ -531,49 +533,15 @@ class HTTPTransportBase(BaseTransport):
             ) from None
         with resp:
             if resp.status_code >= 300:
+                reason = server_text(resp.reason or "")
                 raise HTTPStatusError(
-                    f"send failed: HTTP {resp.status_code} {resp.reason or ''}".rstrip(),
+                    f"send failed: HTTP {resp.status_code} {reason}".rstrip(),
                     status_code=resp.status_code,
                     transport_id=self.id,
                     url=redact_url(self.send_url),
                 )
         self._m.messages_sent += 1
         self._m.bytes_sent += len(body)
-
-
-def follow_redirects(
-    session: requests.Session, resp: requests.Response, **send_options: Any
-) -> requests.Response:
-    """Follow the redirects of ``resp`` (made with ``allow_redirects=False``) as ``requests``
-    would (method, body, cookies, ``Authorization``), with two rules more: never from
-    ``https`` to ``http`` (``ConnectError``: the request would go out in plain text), and where
-    ``requests`` drops ``Authorization`` (another host, port or scheme), every credential
-    header goes too (see :func:`is_secret_header`): ``requests`` keeps ``X-API-Key`` & co.
-    ``Cookie`` is left to ``requests`` (rebuilt from the cookie jar for each hop), as is
-    ``Proxy-Authorization`` (meant for the proxy).
-    """
-    hops = 0
-    while resp.is_redirect:
-        nxt = resp.next  # the next request, built by requests (rebuild_auth, cookies, method)
-        if nxt is None:
-            break
-        previous = resp.request.url or ""
-        resp.close()
-        hops += 1
-        if hops > session.max_redirects:
-            raise ConnectError(f"more than {session.max_redirects} redirects", retryable=False)
-        target = nxt.url or ""
-        if previous.lower().startswith("https:") and not target.lower().startswith("https:"):
-            raise ConnectError(
-                f"refused to follow a redirect from https to {redact_url(target)}: "
-                "the request would go out in plain text",
-                retryable=False,
-            )
-        if session.should_strip_auth(previous, target):  # type: ignore[no-untyped-call]
-            for name in [n for n in nxt.headers if _credential(n)]:
-                del nxt.headers[name]
-        resp = session.send(nxt, allow_redirects=False, **send_options)
-    return resp
 
 
 def _is_pair(value: Any) -> bool:
@@ -593,8 +561,3 @@ def _error_body(resp: requests.Response) -> Union[str, bytes, None]:
         return raw.decode(resp.encoding or "utf-8")
     except (UnicodeDecodeError, LookupError):
         return raw
-
-
-def _credential(name: str) -> bool:
-    lowered = name.lower()
-    return is_secret_header(name) and lowered != "cookie" and not lowered.startswith("proxy-")

@@ -15,6 +15,7 @@ import requests
 from ..config import BufferConfig, ReconnectPolicy
 from ..errors import ConnectError, HeartbeatTimeout, ProtocolError, TransportError
 from ..events import Event, TransportType
+from ..logs import server_text
 from ..parsers.ndjson import NDJSONParser
 from ..timers import Scheduler
 from ..validate import check_int
@@ -201,7 +202,7 @@ class HTTPStreamTransport(HTTPTransportBase):
             if cut:
                 raise ConnectError("connection lost in the response headers", retryable=True)
             raise ProtocolError(
-                f"expected NDJSON, got Content-Type {content_type!r} "
+                f"expected NDJSON, got Content-Type '{server_text(content_type)}' "
                 "(an HTML page: a proxy's error or login page?)",
                 retryable=False,
             )
