@@ -125,6 +125,20 @@ def test_listen_auto_falls_back_to_sse(
     assert stream_server.requests[0].headers.get("Upgrade", "").lower() == "websocket"
 
 
+@pytest.mark.parametrize(
+    "path", ["/sse?count=3&delay=0.1", "/ndjson?count=3&malformed_every=5", "/llm"]
+)
+def test_listen_on_a_url_the_test_server_suggests_ends_by_itself(
+    stream_server: StreamServer, capsys: pytest.CaptureFixture[str], path: str
+) -> None:
+    wire = "http-stream" if path.startswith("/ndjson") else "sse"
+    status, out, err = _run(capsys, "listen", stream_server.url(path), "--type", wire)
+    assert status == 0 and len(out) == (8 if path == "/llm" else 3)
+    # one resume at most: the server answers 204 to a resume after the last event
+    assert len([line for line in err if line.startswith("reconnected")]) <= 1
+    assert len(stream_server.requests) <= 2
+
+
 def test_reconnects_and_resumes_on_stderr(
     stream_server: StreamServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
