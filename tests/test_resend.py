@@ -307,7 +307,8 @@ def test_a_replaying_server_delivers_nothing_twice(stream_server: StreamServer, 
     assert t.metrics.messages_received == 6
 
 
-def test_an_event_without_its_own_id_at_a_resume_is_delivered(stream_server: StreamServer) -> None:
+def _resumed_sse(stream_server: StreamServer, resumed_body: bytes) -> tuple[list[Event], Any]:
+    """Events of a stream cut after ids 1 and 2, whose resumed response is ``resumed_body``."""
     calls: list[int] = []
 
     def route(request: RecordedRequest, writer: StreamWriter) -> None:
@@ -320,37 +321,28 @@ def test_an_event_without_its_own_id_at_a_resume_is_delivered(stream_server: Str
             writer.write(b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n")
             writer.close_abruptly()
             return
-        writer.write(b"data: no id of its own\n\nid: 2\ndata: b again\n\nid: 3\ndata: c\n\n")
+        writer.write(resumed_body)
 
-    stream_server.route("/noid", route)
-    with SSETransport(stream_server.url("/noid"), reconnect=FAST) as t:
+    stream_server.route("/resumed", route)
+    with SSETransport(stream_server.url("/resumed"), reconnect=FAST) as t:
         events, error = _drain(t)
-    # the id-less event cannot be told from a replay: delivered (never lose), and the check ends
     assert error is None
+    return events, t.metrics
+
+
+def test_an_event_without_its_own_id_at_a_resume_is_delivered(stream_server: StreamServer) -> None:
+    events, metrics = _resumed_sse(
+        stream_server, b"data: no id of its own\n\nid: 2\ndata: b again\n\nid: 3\ndata: c\n\n"
+    )
+    # the id-less event cannot be told from a replay: delivered (never lose), and the check ends
     assert [e.data for e in events] == ["a", "b", "no id of its own", "b again", "c"]
-    assert events[2].id == "2" and t.metrics.replayed_skipped == 0
+    assert events[2].id == "2" and metrics.replayed_skipped == 0
 
 
 def test_an_inclusive_resume_skips_the_event_sent_again(stream_server: StreamServer) -> None:
-    calls: list[int] = []
-
-    def route(request: RecordedRequest, writer: StreamWriter) -> None:
-        calls.append(1)
-        if len(calls) > 2:
-            writer.send_status(204)
-            return
-        writer.send_status(200, {"Content-Type": "text/event-stream"})
-        if len(calls) == 1:
-            writer.write(b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n")
-            writer.close_abruptly()
-            return
-        writer.write(b"id: 2\ndata: b\n\nid: 3\ndata: c\n\n")  # resumes *at* the id
-
-    stream_server.route("/incl", route)
-    with SSETransport(stream_server.url("/incl"), reconnect=FAST) as t:
-        events, error = _drain(t)
-    assert error is None
-    assert [e.data for e in events] == ["a", "b", "c"] and t.metrics.replayed_skipped == 1
+    # the server resumes *at* the id instead of after it
+    events, metrics = _resumed_sse(stream_server, b"id: 2\ndata: b\n\nid: 3\ndata: c\n\n")
+    assert [e.data for e in events] == ["a", "b", "c"] and metrics.replayed_skipped == 1
 
 
 # -- ids the wire cannot carry -----------------------------------------------------------------
