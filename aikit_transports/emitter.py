@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Collection
+from typing import Any, Callable, Optional, TypeVar, Union, overload
 
-__all__ = ["EventEmitter", "Listener"]
+from .events import EVENT_ALIASES
+
+__all__ = ["EventEmitter", "Listener", "check_event_name", "registrar"]
 
 Listener = Callable[..., Any]
+F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("aikit_transports")
+
+
+def check_event_name(name: str, known: Collection[str]) -> None:
+    """``ValueError`` unless ``name`` is one of ``known``: it lists them and suggests the closest
+    (a misspelt name, or another library's name for one of ours: ``"message"`` → ``"event"``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"an event name must be a string, not {type(name).__name__}")
+    if name in known:
+        return
+    choices = ", ".join(repr(n) for n in known)
+    aliases = {alias: target for alias, target in EVENT_ALIASES.items() if target in known}
+    key = name.strip().lower()
+    guess = aliases.get(key) or (key if key in known else None)
+    if guess is None:
+        close = difflib.get_close_matches(key, [*known, *aliases], n=1, cutoff=0.6)
+        guess = aliases.get(close[0], close[0]) if close else None
+    hint = f" (did you mean {guess!r}?)" if guess is not None else ""
+    raise ValueError(f"unknown event {name!r}{hint}; the events are {choices}")
+
+
+def registrar(register: Callable[[Listener], object]) -> Callable[[F], F]:
+    """A decorator that hands the function it decorates to ``register`` and returns it as is
+    (the ``@t.on("event")`` form of ``on(name, callback)``)."""
+
+    def decorate(callback: F) -> F:
+        register(callback)
+        return callback
+
+    return decorate
 
 
 class _Once:
@@ -43,16 +77,37 @@ class EventEmitter:
         self._listeners: dict[str, tuple[Listener, ...]] = {}
         self._on_listener_error = on_listener_error
 
-    def on(self, name: str, callback: Listener) -> Callable[[], None]:
-        """Register ``callback`` for ``name``; returns a callable that unregisters it."""
+    @overload
+    def on(self, name: str) -> Callable[[F], F]: ...
+    @overload
+    def on(self, name: str, callback: Listener) -> Callable[[], None]: ...
+    def on(
+        self, name: str, callback: Optional[Listener] = None
+    ) -> Union[Callable[[], None], Callable[[F], F]]:
+        """Register ``callback`` for ``name``; returns a callable that unregisters it.
+
+        Without ``callback``, a decorator: ``@emitter.on("x")`` registers the function below.
+        """
+        if callback is None:
+            return registrar(lambda cb: self.on(name, cb))
         if not callable(callback):
             raise TypeError("callback must be callable")
         with self._lock:
             self._listeners[name] = (*self._listeners.get(name, ()), callback)
         return lambda: self.off(name, callback)
 
-    def once(self, name: str, callback: Listener) -> Callable[[], None]:
-        """Register ``callback`` for the next ``name`` only."""
+    @overload
+    def once(self, name: str) -> Callable[[F], F]: ...
+    @overload
+    def once(self, name: str, callback: Listener) -> Callable[[], None]: ...
+    def once(
+        self, name: str, callback: Optional[Listener] = None
+    ) -> Union[Callable[[], None], Callable[[F], F]]:
+        """Register ``callback`` for the next ``name`` only (without it, a decorator)."""
+        if callback is None:
+            return registrar(lambda cb: self.once(name, cb))
+        if not callable(callback):
+            raise TypeError("callback must be callable")
         wrapper = _Once(self, name, callback)
         self.on(name, wrapper)
 

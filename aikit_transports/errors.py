@@ -3,20 +3,29 @@
 ::
 
     TransportError                  base; carries transport id, redacted URL and attempt
-    ├── ConnectError                the connection could not be made (refused, DNS, TLS, timeout)
-    │   └── HTTPStatusError         the server answered with a status that is not a stream
+    ├── ConnectError                the connection could not be made, or was lost (network, TLS)
+    │   └── FallbackError           connect(): no wire connected (``errors`` per wire)
+    ├── HTTPStatusError             the server answered with a status that is not a stream
+    ├── WebSocketClosed             the WebSocket closed with a code (``code``, ``reason``)
     ├── ProtocolError               the peer broke the protocol (bad JSON, too long, wrong type)
-    │   └── MessageTooLarge         an event, line or frame exceeded its size limit
+    │   ├── MessageTooLarge         an event, line or frame exceeded its size limit
+    │   ├── InvalidJSON             Event.json(): the data is not JSON (also a ValueError)
+    │   └── RedisReplyError         Redis answered with an error (contrib.redis)
     ├── HeartbeatTimeout            no traffic within the idle or heartbeat time
-    │   └── WebSocketClosed         the WebSocket closed with a code (``code``, ``reason``)
     ├── ReconnectFailed             reconnection attempts ran out; ``__cause__`` is the last error
     ├── StreamInterrupted           a request that may not be sent again was cut (never re-sent)
     ├── EventsMissed                the source skipped events (a trimmed Redis stream); goes on
     ├── BufferFullError             a bounded queue refused an item (the WebSocket send queue)
-    ├── TransportClosedError        the transport (or buffer) is closed
+    ├── TransportClosedError        the transport (or buffer) is closed (``reason``)
     │   └── UnsentMessagesError     it ended with messages still queued (``unsent``)
     ├── TransportLimitError         a manager holds ``max_transports`` already
     └── NotSupportedError           the wire cannot do this (``send()`` on SSE without ``send_url``)
+
+``ConnectError`` is the network failing (refused, DNS, a timeout, a cut, TLS): ``except
+ConnectError`` is the place for "try again later". A status (``HTTPStatusError``) or a close
+code (``WebSocketClosed``) is the server's own answer, which may say "never" (401, 404, close
+code 4000): they are not ``ConnectError`` s, and their ``retryable`` tells which they are.
+(``tests/test_errors.py`` checks this tree against the classes.)
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ __all__ = [
     "UnsentMessagesError",
     "ProtocolError",
     "MessageTooLarge",
+    "InvalidJSON",
     "HeartbeatTimeout",
     "ReconnectFailed",
     "StreamInterrupted",
@@ -114,8 +124,15 @@ class ConnectError(TransportError):
     request_sent: Optional[bool] = None
 
 
-class HTTPStatusError(ConnectError):
-    """The server answered with an HTTP status that does not start a stream."""
+class HTTPStatusError(TransportError):
+    """The server answered with an HTTP status that does not start a stream.
+
+    ``retryable`` agrees with the default :class:`~aikit_transports.ReconnectPolicy`: true for
+    its ``retry_statuses`` (408, 425, 429, 500, 502, 503, 504), false for any other status (a
+    400, 401, 403, 404 or 422 is never retried), unless given explicitly.
+    """
+
+    _retryable: Optional[bool] = None
 
     def __init__(
         self,
@@ -135,8 +152,21 @@ class HTTPStatusError(ConnectError):
         #: the first 4 KiB of the body: ``str`` when it decodes as text, else ``bytes``
         self.body = body
 
+    @property
+    def retryable(self) -> bool:
+        """Whether the default policy retries this status (unless set explicitly)."""
+        if self._retryable is not None:
+            return self._retryable
+        from .config import ReconnectPolicy  # config imports this module
 
-class WebSocketClosed(ConnectError):
+        return self.status_code in ReconnectPolicy.retry_statuses
+
+    @retryable.setter
+    def retryable(self, value: bool) -> None:
+        self._retryable = value
+
+
+class WebSocketClosed(TransportError):
     """The WebSocket ended with a close code (1006 when it was lost without a close frame).
 
     ``code`` and ``reason`` are the server's; ``retryable`` follows SPEC §3 (1001, 1006, 1011,
@@ -151,6 +181,11 @@ class WebSocketClosed(ConnectError):
 
 class ProtocolError(TransportError):
     """The peer broke the protocol: wrong content type, malformed or over-long data."""
+
+
+class InvalidJSON(ProtocolError, ValueError):
+    """:meth:`Event.json() <aikit_transports.Event.json>` found data that is not JSON. Also a
+    ``ValueError``, so ``except ValueError`` (the ``requests`` and ``json`` habit) catches it."""
 
 
 class MessageTooLarge(ProtocolError):
@@ -218,7 +253,12 @@ class BufferFullError(TransportError):
 
 
 class TransportClosedError(TransportError):
-    """The transport or buffer is closed."""
+    """The transport or buffer is closed. ``reason`` is the transport's ``closed`` reason
+    (``"done"``, ``"failed"``, ``"user"``, ...) when it is about a transport that ended."""
+
+    def __init__(self, message: str, *, reason: Optional[str] = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.reason = reason
 
 
 class UnsentMessagesError(TransportClosedError):

@@ -5,12 +5,48 @@ from __future__ import annotations
 import enum
 import json as _json
 import time
-from typing import Any, NamedTuple, Optional
+from typing import Any, Literal, NamedTuple, Optional, get_args
 
-from .errors import ProtocolError
+from .errors import InvalidJSON
 from .logs import server_text
 
-__all__ = ["Event", "TransportState", "TransportType", "BufferStrategy", "new_event"]
+__all__ = [
+    "Event",
+    "TransportState",
+    "TransportType",
+    "BufferStrategy",
+    "new_event",
+    "EventName",
+    "TRANSPORT_EVENTS",
+    "EVENT_ALIASES",
+]
+
+#: The names of the events a transport emits (SPEC §2), for type checkers.
+EventName = Literal[
+    "connecting",
+    "connected",
+    "reconnecting",
+    "event",
+    "done",
+    "error",
+    "closed",
+    "backpressure",
+    "drain",
+]
+TRANSPORT_EVENTS: tuple[str, ...] = get_args(EventName)
+
+#: Names other libraries use (``EventSource``, ``websocket-client``, ``socket.io``), and ours.
+EVENT_ALIASES: dict[str, str] = {
+    "message": "event",
+    "data": "event",
+    "open": "connected",
+    "connect": "connected",
+    "close": "closed",
+    "disconnect": "closed",
+    "end": "done",
+    "finish": "done",
+    "reconnect": "reconnecting",
+}
 
 
 class _EventFields(NamedTuple):
@@ -28,7 +64,9 @@ class Event(_EventFields):
     ``data`` is ``str`` for SSE, ``str`` or ``bytes`` for WebSocket and the parsed JSON value for
     HTTP streaming; ``type`` is the SSE ``event:`` field (``"message"`` by default), ``"binary"``
     for WebSocket binary frames; ``id`` is the last event id in force; ``retry`` the server's
-    reconnection time in ms; ``received_at`` the ``time.monotonic()`` at which it was read.
+    reconnection time in ms; ``received_at`` the ``time.monotonic()`` at which it was read (a
+    monotonic clock, for measuring delays: not a date; ``TransportMetrics.last_message_at`` is
+    the wall-clock time).
     """
 
     __slots__ = ()
@@ -47,14 +85,18 @@ class Event(_EventFields):
         return tuple.__new__(cls, (data, type, id, retry, transport_id, received_at))
 
     def json(self) -> Any:
-        """Parse ``data`` as JSON; a ``ProtocolError`` with a snippet if it is not JSON."""
+        """Parse ``data`` as JSON (other data, such as an HTTP stream's parsed value, as it is).
+
+        Data that is not JSON raises :class:`~aikit_transports.errors.InvalidJSON` with a
+        snippet: a ``ProtocolError`` that is also a ``ValueError``, as with ``json.loads``.
+        """
         data = self.data
         if not isinstance(data, (str, bytes, bytearray)):
             return data
         try:
             return _json.loads(data)
         except ValueError as exc:
-            raise ProtocolError(
+            raise InvalidJSON(
                 f"event data is not valid JSON ({exc}): '{server_text(data, 80)}'",
                 transport_id=self.transport_id,
             ) from None

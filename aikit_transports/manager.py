@@ -54,17 +54,22 @@ from typing import (
     Dict,
     Hashable,
     List,
+    Literal,
     Optional,
     Set,
     Tuple,
     Type,
     Union,
+    cast,
+    overload,
 )
 
 import requests
 
-from .errors import TransportClosedError, TransportLimitError
-from .events import TransportState, TransportType
+from .buffer import BackpressureInfo
+from .emitter import F, check_event_name, registrar
+from .errors import TransportClosedError, TransportError, TransportLimitError
+from .events import TRANSPORT_EVENTS, Event, EventName, TransportState, TransportType
 from .metrics import TransportHealth, TransportMetrics
 from .timers import Scheduler, TimerHandle
 from .transports.base import BaseTransport
@@ -80,6 +85,9 @@ ManagerListener = Callable[..., Any]
 
 #: Manager events that are the manager's own (not forwarded from transports).
 _OWN_EVENTS = frozenset({"unhealthy"})
+#: What ``mgr.on()`` takes: every transport event, and the manager's own.
+ManagerEventName = Union[EventName, Literal["unhealthy"]]
+MANAGER_EVENTS: Tuple[str, ...] = (*TRANSPORT_EVENTS, *sorted(_OWN_EVENTS))
 #: A connected transport silent for this many times its ``idle_timeout`` counts as stalled:
 #: its own stall detection should have acted long before.
 _STALL_FACTOR = 2.0
@@ -391,11 +399,53 @@ class TransportManager:
 
     # -- events -----------------------------------------------------------------------------
 
-    def on(self, name: str, callback: ManagerListener) -> Callable[[], None]:
+    @overload
+    def on(self, name: ManagerEventName) -> Callable[[F], F]: ...
+    @overload
+    def on(
+        self, name: Literal["event"], callback: Callable[[BaseTransport, Event], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self,
+        name: Literal["connecting", "connected", "done"],
+        callback: Callable[[BaseTransport], Any],
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self,
+        name: Literal["reconnecting"],
+        callback: Callable[[BaseTransport, int, float, TransportError], Any],
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, name: Literal["error"], callback: Callable[[BaseTransport, TransportError], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self, name: Literal["closed"], callback: Callable[[BaseTransport, str], Any]
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self,
+        name: Literal["backpressure", "drain"],
+        callback: Callable[[BaseTransport, BackpressureInfo], Any],
+    ) -> Callable[[], None]: ...
+    @overload
+    def on(
+        self,
+        name: Literal["unhealthy"],
+        callback: Callable[[BaseTransport, TransportHealth], Any],
+    ) -> Callable[[], None]: ...
+    def on(self, name: ManagerEventName, callback: Optional[ManagerListener] = None) -> Any:
         """Call ``callback(transport, *args)`` for ``name`` events of every transport.
 
-        Returns a zero-argument callable that unregisters it.
+        Returns a zero-argument callable that unregisters it; without ``callback``, a decorator.
+        A name that is not an event is a ``ValueError`` listing them.
         """
+        check_event_name(name, MANAGER_EVENTS)
+        if callback is None:
+            return registrar(lambda cb: self.on(name, cb))
         if not callable(callback):
             raise TypeError("callback must be callable")
         with self._lock:
@@ -406,8 +456,9 @@ class TransportManager:
             self._sync_forwarder(entry, name)
         return lambda: self.off(name, callback)
 
-    def off(self, name: str, callback: Optional[ManagerListener] = None) -> None:
+    def off(self, name: ManagerEventName, callback: Optional[ManagerListener] = None) -> None:
         """Unregister ``callback`` (or every listener of ``name``)."""
+        check_event_name(name, MANAGER_EVENTS)
         with self._lock:
             current = list(self._listeners.get(name, ()))
             if callback is None:
@@ -446,10 +497,10 @@ class TransportManager:
                     self._dispatch(name, transport, args)
 
                 entry.forwarders[name] = forward
-                transport.on(name, forward)
+                transport.on(cast(EventName, name), forward)
             elif not wanted and forwarder is not None:
                 del entry.forwarders[name]
-                transport.off(name, forwarder)
+                transport.off(cast(EventName, name), forwarder)
 
     def _dispatch(self, name: str, transport: BaseTransport, args: Tuple[Any, ...]) -> None:
         """Call the manager's listeners of ``name``; the first exception is re-raised afterwards,

@@ -39,7 +39,7 @@ from typing import (
 
 from ..buffer import BackpressureInfo, MessageBuffer
 from ..config import BufferConfig, ReconnectPolicy
-from ..emitter import EventEmitter, Listener
+from ..emitter import EventEmitter, F, Listener, check_event_name, registrar
 from ..errors import (
     ConnectError,
     HTTPStatusError,
@@ -48,7 +48,14 @@ from ..errors import (
     TransportClosedError,
     TransportError,
 )
-from ..events import BufferStrategy, Event, TransportState, TransportType
+from ..events import (
+    TRANSPORT_EVENTS,
+    BufferStrategy,
+    Event,
+    EventName,
+    TransportState,
+    TransportType,
+)
 from ..logs import TransportLog, snippet
 from ..metrics import MetricsRecorder, TransportHealth, TransportMetrics
 from ..redact import redact_url
@@ -82,6 +89,16 @@ class _NotConnectedInTime(ConnectError):
     """``connect(timeout)`` ran out; ``iter_events(timeout)`` turns it into ``TimeoutError``."""
 
     retryable = True
+
+
+#: How ``TransportClosedError`` tells each ``closed`` reason.
+_ENDED = {
+    "done": "the stream finished",
+    "failed": "it failed",
+    "user": "close() was called",
+    "manager": "its manager closed it",
+    "idle": "its manager closed it after it was idle",
+}
 
 
 def url_scheme(url: str) -> str:
@@ -222,8 +239,7 @@ class BaseTransport:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._state_cond:
             if self._ended():
-                self._raise_terminal()
-                return self
+                self._raise_terminal(reuse=True)
             if self._reader is None:
                 self._set_state(TransportState.CONNECTING)
                 self._reader = threading.Thread(
@@ -256,16 +272,49 @@ class BaseTransport:
             return self._failure_announced
         return reason is not None
 
-    def _raise_terminal(self) -> None:
-        """Why ``connect()`` cannot (or need not) wait: a failure raises, a finished stream
-        (it may have ended before the caller woke up; its events stay buffered) returns."""
-        if self._failure is not None:
-            raise self._failure
-        if self._closed_reason == "done":
-            return
-        raise TransportClosedError(
-            f"transport is closed ({self._closed_reason})", transport_id=self.id, url=self.safe_url
+    def _raise_terminal(self, *, reuse: bool = False) -> None:
+        """Why ``connect()`` cannot (or need not) wait. A transport that had already ended when
+        ``connect()`` was called (``reuse``) is never started again: ``TransportClosedError``
+        saying why it ended (its ``__cause__`` the failure, if it failed). One that ended while
+        ``connect()`` waited raises its failure, or returns when it finished (``done``: its
+        events stay buffered for the iterator)."""
+        if not reuse:
+            if self._failure is not None:
+                raise self._failure
+            if self._closed_reason == "done":
+                return
+        reason = self._closed_reason or "failed"
+        failure = self._failure
+        why = _ENDED.get(reason, reason)
+        if failure is not None:
+            why = f"{why}: {failure.message}"
+        error = TransportClosedError(
+            f"transport has ended ({why}); create a new transport to connect again",
+            reason=reason,
+            transport_id=self.id,
+            url=self.safe_url,
         )
+        raise error from failure
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[str]:
+        """Block until the transport is closed; the ``closed`` reason (``"done"``, ``"failed"``,
+        ``"user"``, ...), or ``None`` when ``timeout`` seconds passed first.
+
+        The blocking call of callback users (``websocket-client``'s ``run_forever()``):
+        register listeners, ``connect()``, then ``wait()``. Once it returns, the reader thread
+        has ended (``closed`` listeners included), unless the timeout ran out meanwhile.
+        """
+        if threading.current_thread() is self._reader:
+            raise RuntimeError("wait() cannot be called from the transport's own callbacks")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._state_cond:
+            if not self._state_cond.wait_for(lambda: self._closed_reason is not None, timeout):
+                return None
+            reason = self._closed_reason
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return reason
 
     def iter_events(self, timeout: Optional[float] = None) -> EventIterator:
         """Iterate over events in arrival order, in the caller's thread (connects if needed).
@@ -281,7 +330,10 @@ class BaseTransport:
         return self.iter_events()
 
     # The overloads give each event name its callback's signature, so that editors and type
-    # checkers know that ``t.on("event", lambda e: e.data)`` gets an ``Event``.
+    # checkers know that ``t.on("event", lambda e: e.data)`` gets an ``Event``, and reject a
+    # name that is not an event.
+    @overload
+    def on(self, name: EventName) -> Callable[[F], F]: ...
     @overload
     def on(
         self, name: Literal["event"], callback: Callable[[Event], Any]
@@ -306,15 +358,22 @@ class BaseTransport:
     def on(
         self, name: Literal["backpressure", "drain"], callback: Callable[[BackpressureInfo], Any]
     ) -> Callable[[], None]: ...
-    @overload
-    def on(self, name: str, callback: Listener) -> Callable[[], None]: ...
-    def on(self, name: str, callback: Listener) -> Callable[[], None]:
-        """Register ``callback`` for the event ``name``; returns a function that unregisters it."""
+    def on(self, name: EventName, callback: Optional[Listener] = None) -> Any:
+        """Register ``callback`` for the event ``name``; returns a function that unregisters it.
+
+        Without ``callback``, a decorator (``@t.on("event")`` above a function registers it and
+        leaves it as it is). A name that is not an event is a ``ValueError`` listing them.
+        """
+        check_event_name(name, TRANSPORT_EVENTS)
+        if callback is None:
+            return registrar(lambda cb: self.on(name, cb))
         self._emitter.on(name, callback)
         if name == "event":
             self._listeners_changed()
         return lambda: self.off(name, callback)
 
+    @overload
+    def once(self, name: EventName) -> Callable[[F], F]: ...
     @overload
     def once(
         self, name: Literal["event"], callback: Callable[[Event], Any]
@@ -341,10 +400,11 @@ class BaseTransport:
     def once(
         self, name: Literal["backpressure", "drain"], callback: Callable[[BackpressureInfo], Any]
     ) -> Callable[[], None]: ...
-    @overload
-    def once(self, name: str, callback: Listener) -> Callable[[], None]: ...
-    def once(self, name: str, callback: Listener) -> Callable[[], None]:
-        """Register ``callback`` for the next ``name`` event only."""
+    def once(self, name: EventName, callback: Optional[Listener] = None) -> Any:
+        """Register ``callback`` for the next ``name`` event only (without it, a decorator)."""
+        check_event_name(name, TRANSPORT_EVENTS)
+        if callback is None:
+            return registrar(lambda cb: self.once(name, cb))
         unsubscribe = self._emitter.once(name, callback)
         if name == "event":
             self._listeners_changed()
@@ -356,8 +416,9 @@ class BaseTransport:
 
         return off
 
-    def off(self, name: str, callback: Optional[Listener] = None) -> None:
+    def off(self, name: EventName, callback: Optional[Listener] = None) -> None:
         """Unregister ``callback`` (or every listener of ``name``)."""
+        check_event_name(name, TRANSPORT_EVENTS)
         self._emitter.off(name, callback)
         if name == "event":
             self._listeners_changed()
