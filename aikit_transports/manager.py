@@ -49,6 +49,7 @@ import logging
 import threading
 import time
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -59,6 +60,7 @@ from typing import (
     Set,
     Tuple,
     Type,
+    TypeVar,
     Union,
     cast,
     overload,
@@ -77,11 +79,18 @@ from .transports.registry import WireSpec, accepts_option, normalise_wire, resol
 from .transports.sessions import close_session, new_session
 from .validate import check_int, check_seconds
 
+if TYPE_CHECKING:
+    from .transports.http_stream import HTTPStreamTransport
+    from .transports.sse import SSETransport
+    from .transports.websocket import WebSocketTransport
+
 __all__ = ["TransportManager"]
 
 log = logging.getLogger("aikit_transports.manager")
 
 ManagerListener = Callable[..., Any]
+TT = TypeVar("TT", bound=BaseTransport)
+M = TypeVar("M", bound="TransportManager")
 
 #: Manager events that are the manager's own (not forwarded from transports).
 _OWN_EVENTS = frozenset({"unhealthy"})
@@ -218,11 +227,30 @@ class TransportManager:
 
     # -- creating and finding ---------------------------------------------------------------
 
+    @overload
+    def create(
+        self, type: Literal["sse", TransportType.SSE], url: str, **options: Any
+    ) -> SSETransport: ...
+    @overload
+    def create(
+        self, type: Literal["websocket", "ws", TransportType.WEBSOCKET], url: str, **options: Any
+    ) -> WebSocketTransport: ...
+    @overload
+    def create(
+        self, type: Literal["http-stream", TransportType.HTTP_STREAM], url: str, **options: Any
+    ) -> HTTPStreamTransport: ...
+    @overload
+    def create(self, type: Type[TT], url: str, **options: Any) -> TT: ...
+    @overload
+    def create(
+        self, type: Union[str, TransportType], url: str, **options: Any
+    ) -> BaseTransport: ...
     def create(self, type: WireSpec, url: str, **options: Any) -> BaseTransport:
         """A new transport of wire ``type`` (not connected yet), owned by this manager.
 
         ``TransportLimitError`` when ``max_transports`` are open; ``ValueError`` for an unknown
-        wire or a bad option.
+        wire or a bad option. Type checkers see the class: ``create("sse", url)`` is an
+        ``SSETransport``, ``create(MyWire, url)`` a ``MyWire``.
         """
         cls = resolve_transport(type)
         with self._lock:
@@ -230,8 +258,27 @@ class TransportManager:
         self._forward_all(entry)
         return entry.transport
 
+    @overload
+    def get_or_create(
+        self, type: Literal["sse", TransportType.SSE], url: str, **options: Any
+    ) -> SSETransport: ...
+    @overload
+    def get_or_create(
+        self, type: Literal["websocket", "ws", TransportType.WEBSOCKET], url: str, **options: Any
+    ) -> WebSocketTransport: ...
+    @overload
+    def get_or_create(
+        self, type: Literal["http-stream", TransportType.HTTP_STREAM], url: str, **options: Any
+    ) -> HTTPStreamTransport: ...
+    @overload
+    def get_or_create(self, type: Type[TT], url: str, **options: Any) -> TT: ...
+    @overload
+    def get_or_create(
+        self, type: Union[str, TransportType], url: str, **options: Any
+    ) -> BaseTransport: ...
     def get_or_create(self, type: WireSpec, url: str, **options: Any) -> BaseTransport:
-        """The open transport created with the same wire, URL and options, else a new one."""
+        """The open transport created with the same wire, URL and options, else a new one
+        (typed like :meth:`create`)."""
         cls = resolve_transport(type)
         key = (cls, url, _freeze(options))
         with self._lock:
@@ -370,7 +417,7 @@ class TransportManager:
         """Whether :meth:`shutdown` was called."""
         return self._closed
 
-    def __enter__(self) -> TransportManager:
+    def __enter__(self: M) -> M:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -33,6 +33,7 @@ from typing import (
     ClassVar,
     Literal,
     Optional,
+    TypeVar,
     Union,
     overload,
 )
@@ -91,6 +92,8 @@ class _NotConnectedInTime(ConnectError):
     retryable = True
 
 
+#: ``self`` of the calls that return it (``connect()``, ``with``): the subclass for type checkers.
+T = TypeVar("T", bound="BaseTransport")
 #: How ``TransportClosedError`` tells each ``closed`` reason.
 _ENDED = {
     "done": "the stream finished",
@@ -226,7 +229,7 @@ class BaseTransport:
         """Whether a connection is open right now."""
         return self._state is TransportState.CONNECTED
 
-    def connect(self, timeout: Optional[float] = None) -> BaseTransport:
+    def connect(self: T, timeout: Optional[float] = None) -> T:
         """Open the stream; block until connected, or raise why it failed.
 
         Retryable failures are retried by the policy first (``ReconnectFailed`` when attempts
@@ -511,7 +514,7 @@ class BaseTransport:
             len(b) >= b.max_size and b.strategy is BufferStrategy.BLOCK for b in self._targets
         )
 
-    def __enter__(self) -> BaseTransport:
+    def __enter__(self: T) -> T:
         self.connect()
         return self
 
