@@ -146,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--json",
         action="store_true",
-        help='one JSON object per event: {"type": ..., "data": ..., "id": ...}',
+        help='one JSON object per event: {"type": ..., "data": ..., "id": ...}; data that '
+        "is a JSON object or array is embedded as JSON",
     )
     out.add_argument(
         "--raw",
@@ -345,14 +346,28 @@ class _Reporter:
             self.line(f"error: {message}", always=True)
 
 
+def _json_data(data: Any) -> Any:
+    """``data`` as a value of the ``--json`` object: text holding a JSON object or array is
+    that object or array (not a string of JSON within JSON); bytes are ``{"base64": ...}``."""
+    if isinstance(data, (bytes, bytearray)):
+        return {"base64": base64.b64encode(bytes(data)).decode("ascii")}
+    if isinstance(data, str) and data.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(data)
+        except ValueError:
+            pass  # not JSON after all: kept as text
+    return data
+
+
 def format_event(event: Event, mode: str = "line") -> str:
     """The output for ``event``: ``"line"`` (its data on one line), ``"raw"`` (its data as
-    received) or ``"json"`` (an object of type, data and id)."""
+    received) or ``"json"`` (an object of type, data and id; data that is a JSON object or
+    array is embedded as JSON, other text stays a string)."""
     data = event.data
     if mode == "json":
-        if isinstance(data, (bytes, bytearray)):
-            data = {"base64": base64.b64encode(bytes(data)).decode("ascii")}
-        return json.dumps({"type": event.type, "data": data, "id": event.id}, ensure_ascii=False)
+        return json.dumps(
+            {"type": event.type, "data": _json_data(data), "id": event.id}, ensure_ascii=False
+        )
     if isinstance(data, (bytes, bytearray)):
         return base64.b64encode(bytes(data)).decode("ascii")
     if not isinstance(data, str):

@@ -94,6 +94,41 @@ def test_format_event_modes() -> None:
     assert format_event(Event(data="back\\slash\r\n"), "line") == "back\\\\slash\\r\\n"
 
 
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        ('{"choices": [{"delta": "Hi"}]}', {"choices": [{"delta": "Hi"}]}),
+        (" [1, 2]", [1, 2]),
+        ("{not json", "{not json"),
+        ("42", "42"),  # only objects and arrays: a bare number or word stays the text it was
+        ("true", "true"),
+        ("[DONE", "[DONE"),
+    ],
+)
+def test_json_output_embeds_json_data_once(data: str, shown: Any) -> None:
+    assert json.loads(format_event(Event(data=data, id="7"), "json")) == {
+        "type": "message",
+        "data": shown,
+        "id": "7",
+    }
+
+
+def _llm_chunks(request: RecordedRequest, writer: StreamWriter) -> None:
+    writer.send_status(200, {"Content-Type": "text/event-stream"})
+    writer.write(b'data: {"choices": [{"delta": {"content": "Hi"}}]}\n\ndata: [DONE]\n\n')
+
+
+def test_listen_json_prints_sse_json_data_as_json(
+    stream_server: StreamServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stream_server.route("/llm", _llm_chunks)
+    status, out, _ = _run(capsys, "listen", stream_server.url("/llm"), "--json")
+    assert status == 0
+    assert [json.loads(line)["data"] for line in out] == [
+        {"choices": [{"delta": {"content": "Hi"}}]}
+    ]
+
+
 def test_listen_http_stream(
     stream_server: StreamServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -110,7 +145,7 @@ def test_listen_http_stream(
 def test_listen_websocket_by_scheme(ws_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = _run(capsys, "listen", ws_server.url("/stream?count=2"), "--json")
     assert status == 0
-    assert [json.loads(json.loads(line)["data"])["id"] for line in out] == [1, 2]
+    assert [json.loads(line)["data"]["id"] for line in out] == [1, 2]  # JSON, not a string
 
 
 def test_listen_auto_falls_back_to_sse(
