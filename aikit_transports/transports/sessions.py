@@ -6,6 +6,9 @@ so the sessions made here use connection classes that report their socket (on co
 on every request over a kept-alive connection) to a callback registered for the current
 thread with :func:`watch_sockets`; the transport shuts that socket down to wake its reader.
 A user-supplied session is used as it is (its waits are bounded by ``timeout`` instead).
+
+Sessions made here send ``User-Agent: aikit-transports/<version> python-requests/<version>``
+(:func:`user_agent`); a ``User-Agent`` in a transport's ``headers`` replaces it.
 """
 
 from __future__ import annotations
@@ -13,15 +16,16 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import requests
+import websocket
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager
 
-__all__ = ["new_session", "close_session", "watch_sockets"]
+__all__ = ["new_session", "close_session", "watch_sockets", "user_agent"]
 
 SocketCallback = Callable[[socket.socket], None]
 _watch = threading.local()
@@ -80,9 +84,23 @@ class _InterruptibleAdapter(HTTPAdapter):
         return manager
 
 
+def user_agent(library: Literal["requests", "websocket-client"] = "requests") -> str:
+    """The ``User-Agent`` the library sends: ``aikit-transports/<version>`` and the HTTP or
+    WebSocket library's own (``python-requests/2.32.3``, ``websocket-client/1.8.0``)."""
+    from .. import __version__  # the package imports this module while it loads
+
+    if library == "websocket-client":
+        below = f"websocket-client/{websocket.__version__}"
+    else:
+        below = requests.utils.default_user_agent()
+    return f"aikit-transports/{__version__} {below}"
+
+
 def new_session(pool_maxsize: int = 10) -> requests.Session:
-    """A session keeping ``pool_maxsize`` connections per host, whose requests can be cut."""
+    """A session keeping ``pool_maxsize`` connections per host, whose requests can be cut,
+    sending :func:`user_agent` (a request's own ``User-Agent`` header wins)."""
     session = requests.Session()
+    session.headers["User-Agent"] = user_agent()
     adapter = _InterruptibleAdapter(pool_connections=pool_maxsize, pool_maxsize=pool_maxsize)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

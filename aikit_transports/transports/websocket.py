@@ -67,6 +67,7 @@ from ..timers import TimerHandle
 from ..validate import check_int, check_seconds
 from .base import DONE, EOF_, BaseTransport
 from .http_base import parse_retry_after
+from .sessions import user_agent
 
 __all__ = ["WebSocketTransport"]
 
@@ -278,6 +279,8 @@ class WebSocketTransport(BaseTransport):
             k.lower() == "last-event-id" for k in headers
         ):
             headers["Last-Event-ID"] = self._initial_event_id
+        if not any(k.lower() == "user-agent" for k in headers):
+            headers["User-Agent"] = user_agent("websocket-client")
         options: dict[str, Any] = {"header": headers, "timeout": self.timeout}
         if self.subprotocols:
             options["subprotocols"] = self.subprotocols
