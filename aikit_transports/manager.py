@@ -72,7 +72,7 @@ from .buffer import BackpressureInfo
 from .emitter import F, check_event_name, registrar
 from .errors import TransportClosedError, TransportError, TransportLimitError
 from .events import TRANSPORT_EVENTS, Event, EventName, TransportState, TransportType
-from .metrics import TransportHealth, TransportMetrics
+from .metrics import TransportHealth, TransportMetrics, latency_summary
 from .timers import Scheduler, TimerHandle
 from .transports.base import BaseTransport
 from .transports.registry import WireSpec, accepts_option, normalise_wire, resolve_transport
@@ -590,7 +590,7 @@ class TransportManager:
             with self._lock:
                 entries = list(self._entries.values())
             for entry in entries:
-                m = entry.transport.metrics
+                m = entry.transport._m  # the monotonic times (snapshots give wall-clock ones)
                 activity = m.messages_received + m.messages_sent
                 if activity != entry.activity:
                     entry.activity = activity
@@ -657,13 +657,34 @@ class TransportManager:
         return health
 
     def metrics(self) -> TransportMetrics:
-        """Counters summed over every transport the manager held (``buffer_size``: open ones)."""
-        snapshots = [t.metrics for t in self._transports()]
+        """The transports' metrics together. Counters: summed over every transport the manager
+        held (those that left still count); ``buffer_size``: the open ones now.
+        ``connected_at`` / ``uptime``: of the open transport connected the longest (``None`` /
+        ``0.0`` when none is connected); ``last_message_at``: the latest of the open ones;
+        ``latency``: over the recent deliveries of every open transport together;
+        ``ping_rtt_ms``: the mean of the open WebSocket transports that measured one.
+        """
+        transports = self._transports()
+        snapshots = [t.metrics for t in transports]
         with self._lock:
             retired = self._retired
         total = TransportMetrics.total([dataclasses.replace(retired, buffer_size=0), *snapshots])
+        connected = [
+            m
+            for t, m in zip(transports, snapshots)
+            if t.state is TransportState.CONNECTED and m.connected_at is not None
+        ]
+        oldest = max(connected, key=lambda m: m.uptime, default=None)
         last = [m.last_message_at for m in snapshots if m.last_message_at is not None]
-        return dataclasses.replace(total, last_message_at=max(last) if last else None)
+        rtts = [m.ping_rtt_ms for m in snapshots if m.ping_rtt_ms is not None]
+        return dataclasses.replace(
+            total,
+            connected_at=None if oldest is None else oldest.connected_at,
+            uptime=0.0 if oldest is None else oldest.uptime,
+            last_message_at=max(last) if last else None,
+            latency=latency_summary([s for t in transports for s in list(t._m.latency)]),
+            ping_rtt_ms=sum(rtts) / len(rtts) if rtts else None,
+        )
 
     def summary(self) -> Dict[str, Any]:
         """``{"total": n, "by_type": {"sse": 2, ...}, "by_state": {"connected": 3, ...}}``."""

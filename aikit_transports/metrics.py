@@ -10,17 +10,27 @@ from typing import Optional
 
 from .events import TransportState
 
-__all__ = ["TransportMetrics", "TransportHealth", "MetricsRecorder", "LATENCY_WINDOW"]
+__all__ = [
+    "TransportMetrics",
+    "TransportHealth",
+    "MetricsRecorder",
+    "LATENCY_WINDOW",
+    "latency_summary",
+]
 
 LATENCY_WINDOW = 100
 
 
 @dataclass(frozen=True)
 class TransportMetrics:
-    """A snapshot of a transport's counters (or a manager's sum of them).
+    """A snapshot of a transport's counters (or a manager's aggregate of them).
 
-    ``latency`` holds ``avg``, ``p50``, ``p95`` and ``p99`` in ms from read-off-the-socket to
-    delivery to a consumer, over the last 100 deliveries; ``ping_rtt_ms`` is WebSocket only.
+    ``connected_at`` and ``last_message_at`` are wall-clock times (``time.time()``: seconds
+    since the epoch, ready for ``datetime.fromtimestamp``) of the last connection and the last
+    message; ``uptime`` is the seconds since ``connected_at``. ``latency`` holds ``avg``,
+    ``p50``, ``p95`` and ``p99`` in ms from read-off-the-socket to delivery to a consumer, over
+    the last 100 deliveries; ``ping_rtt_ms`` is WebSocket only. (``Event.received_at`` is
+    ``time.monotonic()`` instead: a clock for measuring delays, not a date.)
     ``replayed_skipped`` counts events a resumed server sent again (ids already delivered),
     which were skipped; they are not in ``messages_received``.
     """
@@ -98,6 +108,8 @@ class MetricsRecorder:
     """
 
     def __init__(self) -> None:
+        # Times are ``time.monotonic()`` here (immune to clock changes); snapshots turn them
+        # into wall-clock times.
         self.messages_received = 0
         self.messages_sent = 0
         self.bytes_received = 0
@@ -113,8 +125,9 @@ class MetricsRecorder:
         self.latency: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
 
     def snapshot(self, *, dropped: int, buffer_size: int) -> TransportMetrics:
-        """An immutable copy of the counters."""
+        """An immutable copy of the counters, times turned into wall-clock ones."""
         now = time.monotonic()
+        to_wall = time.time() - now
         return TransportMetrics(
             messages_received=self.messages_received,
             messages_sent=self.messages_sent,
@@ -125,8 +138,10 @@ class MetricsRecorder:
             reconnects=self.reconnects,
             errors=self.errors,
             replayed_skipped=self.replayed_skipped,
-            connected_at=self.connected_at,
-            last_message_at=self.last_message_at,
+            connected_at=None if self.connected_at is None else self.connected_at + to_wall,
+            last_message_at=(
+                None if self.last_message_at is None else self.last_message_at + to_wall
+            ),
             uptime=(now - self.connected_at) if self.connected_at is not None else 0.0,
             buffer_size=buffer_size,
             latency=latency_summary(list(self.latency)),

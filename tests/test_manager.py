@@ -578,6 +578,35 @@ def test_metrics_sum_every_transport_including_closed_ones(mgr: TransportManager
     ib.close()
 
 
+def test_metrics_aggregate_times_latency_and_ping(
+    stream_server: StreamServer, mgr: TransportManager
+) -> None:
+    before = time.time()
+    transports = [
+        mgr.create("sse", stream_server.url(f"/sse?count=3&end=hold&n={i}")) for i in range(2)
+    ]
+    for t in transports:
+        with t.iter_events(timeout=10) as events:  # connects; deliveries give latency samples
+            assert [next(events).data for _ in range(3)] == ["event 1", "event 2", "event 3"]
+    after = time.time()
+    total = mgr.metrics()
+    each = [t.metrics for t in transports]
+    # wall-clock times, not monotonic ones (conversions differ by microseconds: approx)
+    assert all(m.connected_at is not None and before - 1 < m.connected_at < after + 1 for m in each)
+    first = min(m.connected_at or 0.0 for m in each)
+    assert total.connected_at == pytest.approx(first, abs=0.5)
+    assert total.uptime > 0.0
+    assert total.last_message_at is not None and before - 1 < total.last_message_at < after + 1
+    assert set(total.latency) == {"avg", "p50", "p95", "p99"}
+    assert total.ping_rtt_ms is None  # no WebSocket among them
+    fake_ws = [fake(mgr, f"fake://ws{i}") for i in range(2)]
+    fake_ws[0]._m.ping_rtt_ms, fake_ws[1]._m.ping_rtt_ms = 10.0, 30.0
+    assert mgr.metrics().ping_rtt_ms == 20.0
+    for t in transports:
+        t.close()
+    assert mgr.metrics().connected_at is None and mgr.metrics().uptime == 0.0  # none connected
+
+
 def test_periodic_work_runs_on_the_pool_without_a_thread_per_transport() -> None:
     before = threading.active_count()
     with TransportManager(
