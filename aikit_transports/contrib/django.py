@@ -26,12 +26,18 @@ import types
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, Optional, Union
 
-from django.http import StreamingHttpResponse
+try:
+    from django.http import StreamingHttpResponse
+except ImportError as exc:  # the extra is not installed
+    raise ModuleNotFoundError(
+        "aikit_transports.contrib.django needs Django: pip install 'aikit-transports[django]'",
+        name=exc.name,
+    ) from exc
 
 from ..buffer import MessageBuffer
 from ..config import BufferConfig
 from ..errors import TransportClosedError, TransportError
-from ..events import Event, TransportState
+from ..events import Event
 from ..logs import server_text
 from ..manager import TransportManager
 from ..redact import describe_exception
@@ -177,11 +183,10 @@ class _Relay(Iterator[bytes]):
             self._transport = source
             # Registered at once: nothing that arrives from now on is missed.
             self._items = source.iter_events(timeout=keepalive)
-            if source.state is TransportState.ERROR:  # it could not connect: say why, now
-                try:
-                    source.connect()
-                finally:
-                    self.close()
+            failure = source._failure
+            if failure is not None:  # it could not connect: say why, now
+                self.close()
+                raise failure
         else:
             self._items = iter(source)
             if keepalive is not None and not isinstance(source, (list, tuple)):
