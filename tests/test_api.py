@@ -210,6 +210,17 @@ def test_connect_after_done_says_the_stream_finished(stream_server: StreamServer
     assert len(stream_server.requests) == 1  # never started again
 
 
+def test_connect_after_done_with_events_unread_returns(stream_server: StreamServer) -> None:
+    # ``with connect(url) as t`` on a short stream: it may finish before ``with`` connects again
+    t = SSETransport(stream_server.url("/sse?count=2&end=sentinel"), reconnect=NO_RETRY)
+    t.connect()
+    assert t.wait(timeout=10) == "done"  # nobody read the events yet
+    with t as again:
+        assert again is t
+        assert [e.data for e in t.iter_events(timeout=10)] == ["event 1", "event 2"]
+    assert _ended_error(t.connect).reason == "done"  # now nothing is left to read
+
+
 def test_connect_after_a_failure_says_it_failed_and_why(stream_server: StreamServer) -> None:
     t = SSETransport(stream_server.url("/sse?status=404"), reconnect=NO_RETRY)
     with pytest.raises(HTTPStatusError) as first:

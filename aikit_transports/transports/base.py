@@ -276,16 +276,16 @@ class BaseTransport:
         return reason is not None
 
     def _raise_terminal(self, *, reuse: bool = False) -> None:
-        """Why ``connect()`` cannot (or need not) wait. A transport that had already ended when
-        ``connect()`` was called (``reuse``) is never started again: ``TransportClosedError``
-        saying why it ended (its ``__cause__`` the failure, if it failed). One that ended while
-        ``connect()`` waited raises its failure, or returns when it finished (``done``: its
-        events stay buffered for the iterator)."""
-        if not reuse:
-            if self._failure is not None:
-                raise self._failure
-            if self._closed_reason == "done":
-                return
+        """Why ``connect()`` cannot (or need not) wait. One that ended while ``connect()``
+        waited raises its failure, or returns when it finished (``done``: its events stay
+        buffered for the iterator). A transport that had already ended when ``connect()`` was
+        called (``reuse``) is never started again: ``TransportClosedError`` saying why it
+        ended (its ``__cause__`` the failure, if it failed), unless it finished with events
+        still unread (a stream that ended between ``connect()`` and ``with``, say)."""
+        if not reuse and self._failure is not None:
+            raise self._failure
+        if self._closed_reason == "done" and (not reuse or any(len(buf) for buf in self._targets)):
+            return
         reason = self._closed_reason or "failed"
         failure = self._failure
         why = _ENDED.get(reason, reason)
