@@ -305,7 +305,8 @@ class BaseTransport:
 
         The blocking call of callback users (``websocket-client``'s ``run_forever()``):
         register listeners, ``connect()``, then ``wait()``. Once it returns, the reader thread
-        has ended (``closed`` listeners included), unless the timeout ran out meanwhile.
+        has ended, unless the timeout ran out meanwhile (so when the stream ended by itself,
+        its ``closed`` listeners have run).
         """
         if threading.current_thread() is self._reader:
             raise RuntimeError("wait() cannot be called from the transport's own callbacks")

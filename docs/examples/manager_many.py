@@ -22,12 +22,10 @@ with TransportManager(max_transports=10, idle_timeout=300.0) as mgr:
         mgr.create("websocket", "wss://api.example.com/ws"),
     ]
     print(mgr.summary())
-    done = [threading.Event() for _ in feeds]
-    for t, flag in zip(feeds, done):
-        t.on("closed", lambda reason, flag=flag: flag.set())
+    for t in feeds:
         t.connect()
-    for flag in done:
-        flag.wait(30)
+    for t in feeds:
+        t.wait(30)  # until it is closed (here: the stream finished)
     print(dict(counts))
     print("messages:", mgr.metrics().messages_received)
     print(mgr.summary())  # closed transports left the manager
