@@ -124,8 +124,11 @@ class MetricsRecorder:
         self.ping_rtt_ms: Optional[float] = None
         self.latency: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
 
-    def snapshot(self, *, dropped: int, buffer_size: int) -> TransportMetrics:
-        """An immutable copy of the counters, times turned into wall-clock ones."""
+    def snapshot(
+        self, *, dropped: int, buffer_size: int, connected: bool = True
+    ) -> TransportMetrics:
+        """An immutable copy of the counters, times turned into wall-clock ones; ``uptime`` is
+        that of the current connection (0 while not connected)."""
         now = time.monotonic()
         to_wall = time.time() - now
         return TransportMetrics(
@@ -142,7 +145,9 @@ class MetricsRecorder:
             last_message_at=(
                 None if self.last_message_at is None else self.last_message_at + to_wall
             ),
-            uptime=(now - self.connected_at) if self.connected_at is not None else 0.0,
+            uptime=(
+                now - self.connected_at if connected and self.connected_at is not None else 0.0
+            ),
             buffer_size=buffer_size,
             latency=latency_summary(list(self.latency)),
             ping_rtt_ms=self.ping_rtt_ms,

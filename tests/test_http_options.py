@@ -99,3 +99,27 @@ def test_a_204_emits_connecting_then_done_never_connected(stream_server: StreamS
     t.close()
     assert seen == ["connecting", "done"] and t.state is TransportState.CLOSED
     assert t.metrics.connected_at is None
+
+
+def test_a_users_own_session_sends_our_user_agent(stream_server: StreamServer) -> None:
+    import requests
+
+    from aikit_transports import __version__
+
+    with requests.Session() as session:
+        with SSETransport(stream_server.url("/sse?count=1"), session=session) as t:
+            assert len(list(t.iter_events(timeout=10))) == 1
+        with SSETransport(
+            stream_server.url("/sse?count=1"), session=session, headers={"user-agent": "mine/1"}
+        ) as t:
+            assert len(list(t.iter_events(timeout=10))) == 1
+    first, _, mine, _ = stream_server.requests
+    assert (first.headers.get("User-Agent") or "").startswith(f"aikit-transports/{__version__}")
+    assert mine.headers.get("User-Agent") == "mine/1"
+
+
+def test_uptime_is_that_of_the_open_connection(stream_server: StreamServer) -> None:
+    with SSETransport(stream_server.url("/sse?count=2&end=hold")) as t:
+        assert len([e for _, e in zip(range(2), t.iter_events(timeout=10))]) == 2
+        assert t.metrics.uptime > 0
+    assert t.metrics.uptime == 0.0 and t.metrics.connected_at is not None

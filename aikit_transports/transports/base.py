@@ -475,6 +475,7 @@ class BaseTransport:
         return self._m.snapshot(
             dropped=self._retired_dropped + sum(b.dropped for b in buffers),
             buffer_size=sum(len(b) for b in buffers),
+            connected=self._state is TransportState.CONNECTED,
         )
 
     def health(self) -> TransportHealth:

@@ -40,7 +40,7 @@ from .base import DONE, RECENT_IDS, BaseTransport
 from .failures import request_failure
 from .http_body import COALESCE_READS, CUT_IN_BODY, BodyReader, response_socket
 from .redirects import follow_redirects
-from .sessions import close_session, new_session, watch_sockets
+from .sessions import close_session, new_session, user_agent, watch_sockets
 
 __all__ = ["HTTPTransportBase", "parse_retry_after", "IDEMPOTENT_METHODS"]
 
@@ -155,6 +155,8 @@ class HTTPTransportBase(BaseTransport):
 
     def _request_headers(self) -> dict[str, Union[str, bytes]]:
         headers: dict[str, Union[str, bytes]] = dict(self._default_headers())
+        if self._session.headers.get("User-Agent") == requests.utils.default_user_agent():
+            headers["User-Agent"] = user_agent()  # a user's own session, as requests made it
         headers.update(self.headers)
         resume = self._resume_id(report=True)
         self._sent_event_id = resume
