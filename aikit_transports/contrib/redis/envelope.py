@@ -11,7 +11,10 @@ that reads them. Field names are short, as they are repeated in every entry:
 ``u``     the upstream's event id (absent when the upstream gave none)
 ``r``     the upstream's reconnection time in ms (SSE ``retry:``), when set
 ``at``    when the relay received the event: Unix time in seconds (a decimal string)
-``end``   ``done`` in the end marker, the entry written when the upstream finished for good
+``end``   ``done`` in the end marker, the entry written when the upstream finished for good;
+          ``error`` when it failed in a way that must not be retried (``StreamInterrupted``)
+``ek``    with ``end`` ``error``: the error's kind (its class name)
+``em``    with ``end`` ``error``: the error's message
 ========  ==================================================================================
 
 Data round-trips exactly: ``str`` (lone surrogates included), ``bytes`` (``bytearray`` and
@@ -43,18 +46,22 @@ F_UPSTREAM_ID = b"u"
 F_RETRY = b"r"
 F_AT = b"at"
 F_END = b"end"
+F_ERROR_KIND = b"ek"
+F_ERROR_MESSAGE = b"em"
 
 ENC_TEXT = b"s"
 ENC_BYTES = b"b"
 ENC_JSON = b"j"
 END_DONE = b"done"
+END_ERROR = b"error"
 
 _MESSAGE = "message"
 
 
 class Envelope(NamedTuple):
     """One decoded entry: the event's ``type``, ``data``, ``upstream_id``, ``retry`` (ms),
-    ``received_at`` (Unix time at the relay, or ``None``) and ``end`` (the end marker)."""
+    ``received_at`` (Unix time at the relay, or ``None``) and ``end`` (the end marker), with
+    ``error_kind`` and ``error_message`` when the end marker says the upstream failed."""
 
     type: str
     data: Any
@@ -62,6 +69,8 @@ class Envelope(NamedTuple):
     retry: Optional[int]
     received_at: Optional[float]
     end: bool = False
+    error_kind: Optional[str] = None
+    error_message: Optional[str] = None
 
 
 def encode_data(data: Any) -> tuple[bytes, bytes]:
@@ -105,10 +114,20 @@ def encode_envelope(
 
 
 def encode_end_marker(
-    upstream_id: Optional[str] = None, received_at: Optional[float] = None
+    upstream_id: Optional[str] = None,
+    received_at: Optional[float] = None,
+    error: Optional[tuple[str, str]] = None,
 ) -> List[bytes]:
-    """The fields of the end marker: readers turn it into ``done``."""
-    fields = [F_VERSION, VERSION, F_END, END_DONE]
+    """The fields of the end marker: readers turn it into ``done``, or, with ``error`` (its
+    kind and message), fail with that error."""
+    fields = [F_VERSION, VERSION, F_END, END_DONE if error is None else END_ERROR]
+    if error is not None:
+        fields += (
+            F_ERROR_KIND,
+            error[0].encode("utf-8", "surrogatepass"),
+            F_ERROR_MESSAGE,
+            error[1].encode("utf-8", "surrogatepass"),
+        )
     if upstream_id is not None:
         fields += (F_UPSTREAM_ID, upstream_id.encode("utf-8", "surrogatepass"))
     if received_at is not None:
@@ -146,7 +165,18 @@ def decode_envelope(fields: Mapping[Any, Any]) -> Envelope:
     except ValueError:
         raise ValueError("malformed envelope: 'at' or 'r' is not a number") from None
     if get(F_END) is not None:
-        return Envelope("done", None, upstream_id, None, received_at, True)
+        kind = get(F_ERROR_KIND)
+        message = get(F_ERROR_MESSAGE)
+        return Envelope(
+            "done",
+            None,
+            upstream_id,
+            None,
+            received_at,
+            True,
+            None if kind is None else _text(kind),
+            None if message is None else _text(message),
+        )
     payload = get(F_DATA)
     if payload is None:
         raise ValueError("malformed envelope: no 'd' (data) field")

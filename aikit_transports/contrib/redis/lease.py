@@ -17,12 +17,11 @@ while nobody else took it (Redis restarted, a long pause) takes it back on its n
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, NamedTuple, Optional, Sequence, Tuple
 
-from .connection import RedisLink, RedisReplyError
+from .connection import RedisLink, Script
 from .envelope import F_UPSTREAM_ID
-from .resp import pack_args, pack_command
+from .resp import pack_args
 
 __all__ = ["RelayStore", "AcquireResult", "AppendResult", "PackedEntries", "pack_entry"]
 
@@ -134,36 +133,6 @@ def pack_entry(fields: Sequence[bytes]) -> PackedEntries:
     return b"$%d\r\n%d\r\n%b" % (len(str(count)), count, packed), count + 1
 
 
-class _Script:
-    """A Lua script run by ``EVALSHA``, sent whole once when the server does not have it."""
-
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    def __call__(
-        self,
-        link: RedisLink,
-        keys: Sequence[Any],
-        args: Sequence[Any],
-        tail: bytes = b"",
-        tail_count: int = 0,
-    ) -> Any:
-        """Run it with ``keys`` and ``args``, then the packed arguments ``tail``."""
-        try:
-            return link.call_packed(
-                pack_command(("EVALSHA", self.sha, len(keys), *keys, *args), tail, tail_count)
-            )
-        except RedisReplyError as exc:
-            if exc.code != "NOSCRIPT":
-                raise
-        return link.call_packed(
-            pack_command(("EVAL", self.source, len(keys), *keys, *args), tail, tail_count)
-        )
-
-
 class AcquireResult(NamedTuple):
     """The answer to an attempt to take the lease: ``status`` is ``ok``, ``held`` (by
     ``holder``) or ``done`` (the stream was finished); with ``ok``, where the stream stands."""
@@ -189,10 +158,10 @@ def _text(value: Any) -> str:
 class RelayStore:
     """The lease and state keys of one stream, operated through one :class:`RedisLink`."""
 
-    _acquire = _Script(_ACQUIRE)
-    _renew = _Script(_RENEW)
-    _append = _Script(_APPEND)
-    _release = _Script(_RELEASE)
+    _acquire = Script(_ACQUIRE)
+    _renew = Script(_RENEW)
+    _append = Script(_APPEND)
+    _release = Script(_RELEASE)
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
