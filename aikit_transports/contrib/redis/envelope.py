@@ -19,13 +19,17 @@ that reads them. Field names are short, as they are repeated in every entry:
 
 Data round-trips exactly: ``str`` (lone surrogates included), ``bytes`` (``bytearray`` and
 ``memoryview`` come back as ``bytes``) and JSON values (the parsed JSON of HTTP streams).
+:func:`pack_entry` and :func:`pack_event` give the fields already packed (RESP) for an append.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, List, NamedTuple, Optional, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from ...events import Event
+from .resp import pack_args
 
 __all__ = [
     "Envelope",
@@ -33,6 +37,9 @@ __all__ = [
     "encode_end_marker",
     "decode_envelope",
     "decode_fields",
+    "pack_entry",
+    "pack_event",
+    "PackedEntries",
     "VERSION",
 ]
 
@@ -227,3 +234,51 @@ def decode_fields(flat: List[Any]) -> Envelope:
         )
     except (ValueError, AttributeError):
         return decode_envelope(fields)
+
+
+# -- packed for an append ---------------------------------------------------------------
+
+#: Entries packed for an append: the RESP bytes and how many arguments they hold.
+PackedEntries = Tuple[bytes, int]
+
+
+def pack_entry(fields: Sequence[bytes]) -> PackedEntries:
+    """One entry's fields (a flat list) as an append takes it: their count, then them."""
+    packed, count = pack_args(fields)
+    return b"$%d\r\n%d\r\n%b" % (len(str(count)), count, packed), count + 1
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+_VERSION_FIELD = _bulk(F_VERSION) + _bulk(VERSION)
+_TYPE, _ENCODING, _DATA = _bulk(F_TYPE), _bulk(F_ENCODING), _bulk(F_DATA)
+_UPSTREAM_ID, _RETRY, _AT = _bulk(F_UPSTREAM_ID), _bulk(F_RETRY), _bulk(F_AT)
+_COUNTS = {n: _bulk(b"%d" % n) for n in range(2, 15, 2)}
+
+
+def pack_event(event: Event, received_at: float) -> PackedEntries:
+    """The envelope of ``event`` packed for an append: ``pack_entry(encode_envelope(...))``,
+    built directly (the relay's hot path)."""
+    encoding, payload = encode_data(event.data)
+    parts = [b"", _VERSION_FIELD]
+    fields = 2
+    if event.type != "message":
+        parts += (_TYPE, _bulk(event.type.encode("utf-8", "surrogatepass")))
+        fields += 2
+    if encoding != ENC_TEXT:
+        parts += (_ENCODING, _bulk(encoding))
+        fields += 2
+    parts += (_DATA, _bulk(payload))
+    fields += 2
+    if event.id is not None:
+        parts += (_UPSTREAM_ID, _bulk(event.id.encode("utf-8", "surrogatepass")))
+        fields += 2
+    if event.retry is not None:
+        parts += (_RETRY, _bulk(b"%d" % event.retry))
+        fields += 2
+    parts += (_AT, _bulk(repr(received_at).encode("ascii")))
+    fields += 2
+    parts[0] = _COUNTS[fields]
+    return b"".join(parts), fields + 1
