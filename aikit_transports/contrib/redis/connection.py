@@ -255,13 +255,14 @@ class RedisLink:
         """Send one command packed by :func:`.resp.pack_command` and return its reply."""
         return self._exchange(command, 1)[0]
 
-    def transaction(self, *commands: Sequence[Any]) -> List[Any]:
-        """Run ``commands`` atomically (``MULTI`` ... ``EXEC``, in one round trip) and return
-        their replies; the first error reply among them is raised."""
-        packed = b"".join(pack_command(c) for c in (("MULTI",), *commands, ("EXEC",)))
-        replies: List[Any] = self._exchange(packed, len(commands) + 2)[-1]
+    def pipeline(self, *commands: Sequence[Any]) -> List[Any]:
+        """Send ``commands`` at once and return their replies (one round trip). The first
+        error reply, also one among the replies of an ``EXEC``, is raised once all are read."""
+        replies = self._exchange(b"".join(map(pack_command, commands)), len(commands))
         for reply in replies:
-            self._check(reply)
+            if isinstance(reply, list):
+                for item in reply:
+                    self._check(item)
         return replies
 
     def _exchange(self, packed: bytes, count: int) -> List[Any]:

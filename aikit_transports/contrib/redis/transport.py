@@ -157,6 +157,7 @@ class RedisStreamTransport(BaseTransport):
         # group mode
         self._history: Optional[bytes] = None  # where re-reading our own pending entries is
         self._group_at: Optional[str] = None  # the group's last delivered id, as last seen
+        self._group_wait: Optional[str] = None  # nothing new after it: the next read waits
         self._next_claim = 0.0
         self._end_seen = False
         self._ack_lock = threading.Lock()
@@ -188,11 +189,29 @@ class RedisStreamTransport(BaseTransport):
             self._history = b"0"
             self._next_claim = 0.0
         else:
-            info = StreamInfo.parse(self._script(link, STREAM_INFO, ()))
-            self._cursor = self._position.opened(info, self._cursor)
+            reply = self._fetch(link, None, STREAM_INFO, STREAM_INFO.command((self.stream,), ()))
+            self._cursor = self._position.opened(StreamInfo.parse(reply), self._cursor)
 
-    def _script(self, link: RedisLink, script: Script, args: Sequence[Any]) -> Any:
-        return script(link, (self.stream,), args)
+    def _fetch(
+        self, link: RedisLink, wait_after: Optional[str], script: Script, *commands: Any
+    ) -> Any:
+        """The reply of the last of ``commands`` (which use ``script``), run in one round trip
+        with, when ``wait_after`` is given, a wait of up to ``block_ms`` for an entry after
+        that id first (``XREAD BLOCK``; its reply is dropped: ``commands`` read it)."""
+        waiting: List[Any] = []
+        if wait_after is not None:
+            waiting.append(
+                ("XREAD", "COUNT", 1, "BLOCK", self.block_ms, "STREAMS", self.stream, wait_after)
+            )
+        try:
+            replies = link.pipeline(*waiting, *commands)
+        except RedisReplyError as exc:
+            if exc.code != "NOSCRIPT":
+                raise
+            script.load(link)  # Redis restarted, or its scripts were flushed
+            replies = link.pipeline(*commands)
+        self._traffic()
+        return replies[-1]
 
     def _release(self) -> None:
         self._link.close()
@@ -227,22 +246,21 @@ class RedisStreamTransport(BaseTransport):
         link = self._link
         stop = self._stop
         key = self.stream
+        info_command = STREAM_INFO.command((key,), ())
+        wait = False  # the last read found nothing: wait for an entry first
         while not stop.is_set():
             cursor = self._cursor
-            try:
-                raw_info, reply = link.transaction(
-                    STREAM_INFO.command((key,), ()),
-                    ("XREAD", "COUNT", self.count, "STREAMS", key, cursor),
-                )
-            except RedisReplyError as exc:
-                if exc.code != "NOSCRIPT":
-                    raise
-                STREAM_INFO.load(link)
-                continue
-            self._traffic()
-            if not reply:  # nothing new: wait for an entry, then read it with the check
-                link.call("XREAD", "COUNT", 1, "BLOCK", self.block_ms, "STREAMS", key, cursor)
-                self._traffic()
+            raw_info, reply = self._fetch(
+                link,
+                cursor if wait else None,
+                STREAM_INFO,
+                ("MULTI",),
+                info_command,
+                ("XREAD", "COUNT", self.count, "STREAMS", key, cursor),
+                ("EXEC",),
+            )
+            wait = not reply
+            if wait:
                 continue
             entries = reply[0][1]
             info = StreamInfo.parse(raw_info)
@@ -301,9 +319,10 @@ class RedisStreamTransport(BaseTransport):
             if self._claim(link):
                 return True
             self._next_claim = time.monotonic() + self.claim_idle / 4
-        reply = self._script(link, GROUP_READ, (group, consumer, self.count))
+        wait_after, self._group_wait = self._group_wait, None
+        read_command = GROUP_READ.command((key,), (group, consumer, self.count))
+        reply = self._fetch(link, wait_after, GROUP_READ, read_command)
         last, read, *info_values, entries = reply
-        self._traffic()
         before = last.decode("ascii")
         if entries:
             self._group_at = entries[-1][0].decode("ascii")
@@ -314,12 +333,8 @@ class RedisStreamTransport(BaseTransport):
             if gap is not None:
                 self._missed(gap[0], before, first)
             return self._deliver(entries)
-        self._group_at = before
-        if self._group_finished(link):
-            return True
-        link.call("XREAD", "COUNT", 1, "BLOCK", self.block_ms, "STREAMS", key, before)
-        self._traffic()
-        return False
+        self._group_at = self._group_wait = before
+        return self._group_finished(link)
 
     def _ensure_group(self, link: RedisLink) -> bool:
         """Create the group if it is missing (``True`` then): at the start asked for, or, once
