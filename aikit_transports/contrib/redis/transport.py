@@ -79,10 +79,17 @@ class RedisStreamTransport(BaseTransport):
     the default ``block`` buffer strategy with a group: an entry dropped by ``drop-oldest`` is
     never acknowledged.
 
-    The relay's end marker ends the stream: ``done``, then ``closed("done")``. A group ends
-    once the marker was delivered and no entry of the group is pending any more. An entry that
-    is not an envelope becomes an ``error`` event (a ``ProtocolError`` naming its id) and the
-    stream goes on. ``block_ms`` is how long one read waits in Redis; ``count`` the most
+    The relay's end marker ends the stream: ``done``, then ``closed("done")`` (or, when it
+    carries an error such as ``StreamInterrupted``, that error: state ``error``,
+    ``closed("failed")``). A group ends once the marker was delivered and no entry of the group
+    is pending any more. An entry that is not an envelope becomes an ``error`` event (a
+    ``ProtocolError`` naming its id) and the stream goes on.
+
+    Entries trimmed (``MAXLEN``) before this reader read them are never skipped silently: an
+    ``EventsMissed`` error event comes before the first event after the gap (see
+    :mod:`.gaps`; Redis 7.0 or later). A group destroyed under its readers is recreated after
+    the last entry this reader saw delivered, with a ``RedisReplyError`` (``NOGROUP``) error
+    event. ``block_ms`` is how long one read waits in Redis; ``count`` the most
     entries one read returns. A read answered by nothing within ``block_ms`` + ``timeout``
     (a half-open connection) is a stall: ``HeartbeatTimeout``, then a reconnect. ``close()``
     wakes a blocked read at once.
