@@ -23,6 +23,7 @@ from aikit_transports.contrib.redis import (  # needs redis-py: after the skip a
     encode_end_marker,
     encode_envelope,
 )
+from aikit_transports.contrib.redis.gaps import StreamInfo, missed
 
 pytestmark = pytest.mark.redis
 
@@ -71,6 +72,27 @@ def logging_reader(t: RedisStreamTransport, pause_after: int = 0) -> tuple[list[
 
 
 # --- MAXLEN trimming past a slow reader -----------------------------------------------------
+
+# a stream that had 1000 entries added and keeps the last 100: 901-0 .. 1000-0
+TRIMMED = StreamInfo(added=1000, length=100, first="901-0", last="1000-0")
+
+
+@pytest.mark.parametrize(
+    ("after", "position", "first_read", "expected"),
+    [
+        ("950-0", 950, "951-0", None),  # the read does not start at the first entry
+        ("900-0", 900, "901-0", None),  # the reader's entry was the last one trimmed
+        ("800-0", 800, "901-0", (100,)),  # 801..900 were trimmed
+        ("800-0", None, "901-0", (None,)),  # how many is not known
+        ("0", None, "901-0", None),  # "0": what Redis has, from its first entry
+        ("800-0", 800, "950-0", None),  # not from the first entry: nothing between was trimmed
+    ],
+)
+def test_the_gap_rule(after: str, position: Any, first_read: str, expected: Any) -> None:
+    assert missed(TRIMMED, after, position, first_read) == expected
+    untrimmed = StreamInfo(added=100, length=100, first="1-0", last="100-0")
+    assert missed(untrimmed, "0-5", None, "1-0") is None  # nothing was ever trimmed
+    assert missed(TRIMMED._replace(added=-1), after, position, first_read) is None  # Redis 6
 
 
 @pytest.mark.parametrize("group", [None, "g"], ids=["plain", "group"])

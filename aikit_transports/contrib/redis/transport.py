@@ -88,11 +88,13 @@ class RedisStreamTransport(BaseTransport):
     Entries trimmed (``MAXLEN``) before this reader read them are never skipped silently: an
     ``EventsMissed`` error event comes before the first event after the gap (see
     :mod:`.gaps`; Redis 7.0 or later). A group destroyed under its readers is recreated after
-    the last entry this reader saw delivered, with a ``RedisReplyError`` (``NOGROUP``) error
-    event. ``block_ms`` is how long one read waits in Redis; ``count`` the most
-    entries one read returns. A read answered by nothing within ``block_ms`` + ``timeout``
-    (a half-open connection) is a stall: ``HeartbeatTimeout``, then a reconnect. ``close()``
-    wakes a blocked read at once.
+    its last delivered entry as this reader last saw it (nothing twice, nothing skipped), with
+    a ``RedisReplyError`` (``NOGROUP``) error event.
+
+    ``block_ms`` is how long one read waits in Redis; ``count`` the most entries one read
+    returns. A read answered by nothing within ``block_ms`` + ``timeout`` (a half-open
+    connection) is a stall: ``HeartbeatTimeout``, then a reconnect. ``close()`` wakes a
+    blocked read at once.
     """
 
     type = TransportType.REDIS_STREAM
@@ -356,8 +358,10 @@ class RedisStreamTransport(BaseTransport):
         return True
 
     def _group_gone(self, after: str, *, created: bool) -> None:
+        """Say that the group was gone, and that it was recreated (by us when ``created``)."""
         how = (
-            f"recreated it after {after}, the last entry it delivered"
+            f"recreated it after {after}, the group's last delivered entry as this reader "
+            "last saw it"
             if created
             else "another consumer recreated it"
         )
