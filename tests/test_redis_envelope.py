@@ -22,9 +22,7 @@ from aikit_transports.contrib.redis import (
     encode_envelope,
     parse_redis_url,
 )
-from aikit_transports.contrib.redis.envelope import decode_fields
-from aikit_transports.contrib.redis.lease import pack_entry
-from aikit_transports.contrib.redis.relay import pack_event
+from aikit_transports.contrib.redis.envelope import decode_fields, pack_entry, pack_event
 from aikit_transports.contrib.redis.resp import (
     Incomplete,
     ReplyError,

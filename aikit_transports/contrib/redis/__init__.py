@@ -18,8 +18,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .connection import RedisReplyError, parse_redis_url
 from .envelope import Envelope, decode_envelope, encode_end_marker, encode_envelope
-from .relay import RedisRelay, RelayMetrics, UpstreamFactory
+from .relay import RedisRelay, RelayMetrics
 from .transport import RedisStreamTransport
+from .upstream import UpstreamFactory
 
 __all__ = [
     "RedisRelay",

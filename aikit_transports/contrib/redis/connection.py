@@ -10,8 +10,9 @@ the socket down (:meth:`RedisLink.interrupt`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
@@ -22,7 +23,14 @@ from ...errors import ConnectError, HeartbeatTimeout, ProtocolError, TransportEr
 from ...redact import describe_exception
 from .resp import Incomplete, ReplyError, pack_command, parse_reply
 
-__all__ = ["RedisAddress", "RedisLink", "RedisReplyError", "parse_redis_url", "translate"]
+__all__ = [
+    "RedisAddress",
+    "RedisLink",
+    "RedisReplyError",
+    "Script",
+    "parse_redis_url",
+    "translate",
+]
 
 #: Query parameters that are ours, not redis-py's.
 OWN_PARAMS = ("stream", "group", "consumer")
@@ -245,20 +253,38 @@ class RedisLink:
 
     def call_packed(self, command: bytes) -> Any:
         """Send one command packed by :func:`.resp.pack_command` and return its reply."""
+        return self._exchange(command, 1)[0]
+
+    def pipeline(self, *commands: Sequence[Any]) -> List[Any]:
+        """Send ``commands`` at once and return their replies (one round trip). The first
+        error reply, also one among the replies of an ``EXEC``, is raised once all are read."""
+        replies = self._exchange(b"".join(map(pack_command, commands)), len(commands))
+        for reply in replies:
+            if isinstance(reply, list):
+                for item in reply:
+                    self._check(item)
+        return replies
+
+    def _exchange(self, packed: bytes, count: int) -> List[Any]:
+        """Send ``count`` packed commands at once; their replies (error replies raised)."""
         self.connect()
         sock = self._sock
         assert sock is not None
         try:
-            sock.sendall(command)
-            reply = self._read_reply(sock)
+            sock.sendall(packed)
+            replies = [self._read_reply(sock) for _ in range(count)]
         except BaseException as exc:
             self.close()
             raise translate(exc, self.where, connecting=False) from None
+        for reply in replies:
+            self._check(reply)
+        return replies
+
+    def _check(self, reply: Any) -> None:
         if isinstance(reply, ReplyError):
             raise RedisReplyError(
                 f"Redis at {self.where} answered: {reply.message[:300]}", code=reply.code
             )
-        return reply
 
     def _read_reply(self, sock: socket.socket) -> Any:
         buffer = self._buffer
@@ -292,3 +318,39 @@ class RedisLink:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.disconnect()
+
+
+class Script:
+    """A Lua script run by ``EVALSHA``, sent whole (``SCRIPT LOAD``) when the server lacks it."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def command(self, keys: Sequence[Any], args: Sequence[Any]) -> Tuple[Any, ...]:
+        """The ``EVALSHA`` command running it with ``keys`` and ``args``."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def load(self, link: RedisLink) -> None:
+        """Send it to the server (after a ``NOSCRIPT`` answer: a restart, ``SCRIPT FLUSH``)."""
+        link.call("SCRIPT", "LOAD", self.source)
+
+    def __call__(
+        self,
+        link: RedisLink,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        tail: bytes = b"",
+        tail_count: int = 0,
+    ) -> Any:
+        """Run it with ``keys`` and ``args``, then the packed arguments ``tail``."""
+        command = pack_command(self.command(keys, args), tail, tail_count)
+        try:
+            return link.call_packed(command)
+        except RedisReplyError as exc:
+            if exc.code != "NOSCRIPT":
+                raise
+        self.load(link)
+        return link.call_packed(command)

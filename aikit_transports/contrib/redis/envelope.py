@@ -11,18 +11,25 @@ that reads them. Field names are short, as they are repeated in every entry:
 ``u``     the upstream's event id (absent when the upstream gave none)
 ``r``     the upstream's reconnection time in ms (SSE ``retry:``), when set
 ``at``    when the relay received the event: Unix time in seconds (a decimal string)
-``end``   ``done`` in the end marker, the entry written when the upstream finished for good
+``end``   ``done`` in the end marker, the entry written when the upstream finished for good;
+          ``error`` when it failed in a way that must not be retried (``StreamInterrupted``)
+``ek``    with ``end`` ``error``: the error's kind (its class name)
+``em``    with ``end`` ``error``: the error's message
 ========  ==================================================================================
 
 Data round-trips exactly: ``str`` (lone surrogates included), ``bytes`` (``bytearray`` and
 ``memoryview`` come back as ``bytes``) and JSON values (the parsed JSON of HTTP streams).
+:func:`pack_entry` and :func:`pack_event` give the fields already packed (RESP) for an append.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, List, NamedTuple, Optional, Union
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from ...events import Event
+from .resp import pack_args
 
 __all__ = [
     "Envelope",
@@ -30,6 +37,9 @@ __all__ = [
     "encode_end_marker",
     "decode_envelope",
     "decode_fields",
+    "pack_entry",
+    "pack_event",
+    "PackedEntries",
     "VERSION",
 ]
 
@@ -43,18 +53,22 @@ F_UPSTREAM_ID = b"u"
 F_RETRY = b"r"
 F_AT = b"at"
 F_END = b"end"
+F_ERROR_KIND = b"ek"
+F_ERROR_MESSAGE = b"em"
 
 ENC_TEXT = b"s"
 ENC_BYTES = b"b"
 ENC_JSON = b"j"
 END_DONE = b"done"
+END_ERROR = b"error"
 
 _MESSAGE = "message"
 
 
 class Envelope(NamedTuple):
     """One decoded entry: the event's ``type``, ``data``, ``upstream_id``, ``retry`` (ms),
-    ``received_at`` (Unix time at the relay, or ``None``) and ``end`` (the end marker)."""
+    ``received_at`` (Unix time at the relay, or ``None``) and ``end`` (the end marker), with
+    ``error_kind`` and ``error_message`` when the end marker says the upstream failed."""
 
     type: str
     data: Any
@@ -62,6 +76,8 @@ class Envelope(NamedTuple):
     retry: Optional[int]
     received_at: Optional[float]
     end: bool = False
+    error_kind: Optional[str] = None
+    error_message: Optional[str] = None
 
 
 def encode_data(data: Any) -> tuple[bytes, bytes]:
@@ -105,10 +121,20 @@ def encode_envelope(
 
 
 def encode_end_marker(
-    upstream_id: Optional[str] = None, received_at: Optional[float] = None
+    upstream_id: Optional[str] = None,
+    received_at: Optional[float] = None,
+    error: Optional[tuple[str, str]] = None,
 ) -> List[bytes]:
-    """The fields of the end marker: readers turn it into ``done``."""
-    fields = [F_VERSION, VERSION, F_END, END_DONE]
+    """The fields of the end marker: readers turn it into ``done``, or, with ``error`` (its
+    kind and message), fail with that error."""
+    fields = [F_VERSION, VERSION, F_END, END_DONE if error is None else END_ERROR]
+    if error is not None:
+        fields += (
+            F_ERROR_KIND,
+            error[0].encode("utf-8", "surrogatepass"),
+            F_ERROR_MESSAGE,
+            error[1].encode("utf-8", "surrogatepass"),
+        )
     if upstream_id is not None:
         fields += (F_UPSTREAM_ID, upstream_id.encode("utf-8", "surrogatepass"))
     if received_at is not None:
@@ -146,7 +172,18 @@ def decode_envelope(fields: Mapping[Any, Any]) -> Envelope:
     except ValueError:
         raise ValueError("malformed envelope: 'at' or 'r' is not a number") from None
     if get(F_END) is not None:
-        return Envelope("done", None, upstream_id, None, received_at, True)
+        kind = get(F_ERROR_KIND)
+        message = get(F_ERROR_MESSAGE)
+        return Envelope(
+            "done",
+            None,
+            upstream_id,
+            None,
+            received_at,
+            True,
+            None if kind is None else _text(kind),
+            None if message is None else _text(message),
+        )
     payload = get(F_DATA)
     if payload is None:
         raise ValueError("malformed envelope: no 'd' (data) field")
@@ -197,3 +234,51 @@ def decode_fields(flat: List[Any]) -> Envelope:
         )
     except (ValueError, AttributeError):
         return decode_envelope(fields)
+
+
+# -- packed for an append ---------------------------------------------------------------
+
+#: Entries packed for an append: the RESP bytes and how many arguments they hold.
+PackedEntries = Tuple[bytes, int]
+
+
+def pack_entry(fields: Sequence[bytes]) -> PackedEntries:
+    """One entry's fields (a flat list) as an append takes it: their count, then them."""
+    packed, count = pack_args(fields)
+    return b"$%d\r\n%d\r\n%b" % (len(str(count)), count, packed), count + 1
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+_VERSION_FIELD = _bulk(F_VERSION) + _bulk(VERSION)
+_TYPE, _ENCODING, _DATA = _bulk(F_TYPE), _bulk(F_ENCODING), _bulk(F_DATA)
+_UPSTREAM_ID, _RETRY, _AT = _bulk(F_UPSTREAM_ID), _bulk(F_RETRY), _bulk(F_AT)
+_COUNTS = {n: _bulk(b"%d" % n) for n in range(2, 15, 2)}
+
+
+def pack_event(event: Event, received_at: float) -> PackedEntries:
+    """The envelope of ``event`` packed for an append: ``pack_entry(encode_envelope(...))``,
+    built directly (the relay's hot path)."""
+    encoding, payload = encode_data(event.data)
+    parts = [b"", _VERSION_FIELD]
+    fields = 2
+    if event.type != "message":
+        parts += (_TYPE, _bulk(event.type.encode("utf-8", "surrogatepass")))
+        fields += 2
+    if encoding != ENC_TEXT:
+        parts += (_ENCODING, _bulk(encoding))
+        fields += 2
+    parts += (_DATA, _bulk(payload))
+    fields += 2
+    if event.id is not None:
+        parts += (_UPSTREAM_ID, _bulk(event.id.encode("utf-8", "surrogatepass")))
+        fields += 2
+    if event.retry is not None:
+        parts += (_RETRY, _bulk(b"%d" % event.retry))
+        fields += 2
+    parts += (_AT, _bulk(repr(received_at).encode("ascii")))
+    fields += 2
+    parts[0] = _COUNTS[fields]
+    return b"".join(parts), fields + 1

@@ -6,7 +6,8 @@ Two keys beside the stream ``S``:
                    by every append and by a renewal when idle
 ``S:relay:state``  a hash: ``holder`` (the token that last acquired the lease), ``last_entry``
                    (the stream id of the last append), ``upstream_id`` (the last upstream event
-                   id appended) and ``done`` (set with the end marker)
+                   id appended), ``opened`` (the token of a relay that opened an upstream whose
+                   request may not be sent again) and ``done`` (set with the end marker)
 
 An append checks the lease and appends in one script, so a relay that lost its lease (paused,
 cut off) can never write after its successor. It also compares ``last_entry`` with the id the
@@ -17,14 +18,12 @@ while nobody else took it (Redis restarted, a long pause) takes it back on its n
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, NamedTuple, Optional
 
-from .connection import RedisLink, RedisReplyError
-from .envelope import F_UPSTREAM_ID
-from .resp import pack_args, pack_command
+from .connection import RedisLink, Script
+from .envelope import F_UPSTREAM_ID, PackedEntries
 
-__all__ = ["RelayStore", "AcquireResult", "AppendResult", "PackedEntries", "pack_entry"]
+__all__ = ["RelayStore", "AcquireResult", "AppendResult"]
 
 _NEWER = """
 local function newer(a, b)
@@ -45,8 +44,8 @@ local h = redis.call('GET', KEYS[1])
 if h and h ~= ARGV[1] then return {'held', h} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('HSET', KEYS[2], 'holder', ARGV[1])
-local s = redis.call('HMGET', KEYS[2], 'last_entry', 'upstream_id')
-return {'ok', s[1] or '', s[2] or ''}
+local s = redis.call('HMGET', KEYS[2], 'last_entry', 'upstream_id', 'opened')
+return {'ok', s[1] or '', s[2] or '', s[3] or ''}
 """
 
 # Keep the lease (or take it back when it expired and nobody else took it). KEYS: lease,
@@ -65,11 +64,13 @@ local function keep(token, ttl)
 end
 """
 
+# ARGV[3] '1': record that this relay opens an upstream that may not be sent again.
 _RENEW = (
     _KEEP
     + """
-if keep(ARGV[1], ARGV[2]) then return 1 end
-return 0
+if not keep(ARGV[1], ARGV[2]) then return 0 end
+if ARGV[3] == '1' then redis.call('HSET', KEYS[2], 'opened', ARGV[1]) end
+return 1
 """
 )
 
@@ -124,54 +125,16 @@ return 0
 """
 
 
-#: Entries packed for an append: the RESP bytes and how many arguments they hold.
-PackedEntries = Tuple[bytes, int]
-
-
-def pack_entry(fields: Sequence[bytes]) -> PackedEntries:
-    """One entry's fields (a flat list) as an append takes it: their count, then them."""
-    packed, count = pack_args(fields)
-    return b"$%d\r\n%d\r\n%b" % (len(str(count)), count, packed), count + 1
-
-
-class _Script:
-    """A Lua script run by ``EVALSHA``, sent whole once when the server does not have it."""
-
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    def __call__(
-        self,
-        link: RedisLink,
-        keys: Sequence[Any],
-        args: Sequence[Any],
-        tail: bytes = b"",
-        tail_count: int = 0,
-    ) -> Any:
-        """Run it with ``keys`` and ``args``, then the packed arguments ``tail``."""
-        try:
-            return link.call_packed(
-                pack_command(("EVALSHA", self.sha, len(keys), *keys, *args), tail, tail_count)
-            )
-        except RedisReplyError as exc:
-            if exc.code != "NOSCRIPT":
-                raise
-        return link.call_packed(
-            pack_command(("EVAL", self.source, len(keys), *keys, *args), tail, tail_count)
-        )
-
-
 class AcquireResult(NamedTuple):
     """The answer to an attempt to take the lease: ``status`` is ``ok``, ``held`` (by
-    ``holder``) or ``done`` (the stream was finished); with ``ok``, where the stream stands."""
+    ``holder``) or ``done`` (the stream was finished); with ``ok``, where the stream stands
+    and who ``opened`` an upstream that may not be sent again (``None``: nobody)."""
 
     status: str
     holder: Optional[str] = None
     last_entry: str = ""
     upstream_id: Optional[str] = None
+    opened: Optional[str] = None
 
 
 class AppendResult(NamedTuple):
@@ -189,10 +152,10 @@ def _text(value: Any) -> str:
 class RelayStore:
     """The lease and state keys of one stream, operated through one :class:`RedisLink`."""
 
-    _acquire = _Script(_ACQUIRE)
-    _renew = _Script(_RENEW)
-    _append = _Script(_APPEND)
-    _release = _Script(_RELEASE)
+    _acquire = Script(_ACQUIRE)
+    _renew = Script(_RENEW)
+    _append = Script(_APPEND)
+    _release = Script(_RELEASE)
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
@@ -207,12 +170,18 @@ class RelayStore:
             return AcquireResult("held", holder=_text(reply[1]) or None)
         if status == "done":
             return AcquireResult("done")
-        upstream_id = _text(reply[2])
-        return AcquireResult("ok", last_entry=_text(reply[1]), upstream_id=upstream_id or None)
+        return AcquireResult(
+            "ok",
+            last_entry=_text(reply[1]),
+            upstream_id=_text(reply[2]) or None,
+            opened=_text(reply[3]) or None,
+        )
 
-    def renew(self, link: RedisLink, token: str, ttl_ms: int) -> bool:
-        """Extend the lease; ``False`` when another relay holds it now."""
-        return bool(self._renew(link, (self.lease_key, self.state_key), (token, ttl_ms)))
+    def renew(self, link: RedisLink, token: str, ttl_ms: int, opening: bool = False) -> bool:
+        """Extend the lease (``opening``: and record that this relay opens an upstream that
+        may not be sent again); ``False`` when another relay holds it now."""
+        keys = (self.lease_key, self.state_key)
+        return bool(self._renew(link, keys, (token, ttl_ms, "1" if opening else "0")))
 
     def append(
         self,
@@ -225,7 +194,7 @@ class RelayStore:
         entries: PackedEntries,
         final: bool = False,
     ) -> AppendResult:
-        """Append ``entries`` (see :func:`pack_entry`) if the lease is ours, renewing it."""
+        """Append ``entries`` (see :func:`.envelope.pack_entry`) if the lease is ours; renews it."""
         args = (
             token,
             ttl_ms,

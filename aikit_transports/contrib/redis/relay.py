@@ -21,72 +21,29 @@ from typing import Any, Callable, List, Optional, Set, Tuple, TypeVar, Union
 from ...buffer import MessageBuffer
 from ...config import BufferConfig, ReconnectPolicy
 from ...emitter import EventEmitter, Listener
-from ...errors import ProtocolError, ReconnectFailed, TransportClosedError, TransportError
+from ...errors import (
+    ProtocolError,
+    ReconnectFailed,
+    StreamInterrupted,
+    TransportClosedError,
+    TransportError,
+)
 from ...events import BufferStrategy, Event, TransportState
 from ...metrics import TransportHealth
-from ...redact import describe_exception, redact_url
+from ...redact import redact_url
 from ...transports.base import BaseTransport
 from .connection import RedisLink, parse_redis_url
-from .envelope import (
-    ENC_TEXT,
-    F_AT,
-    F_DATA,
-    F_ENCODING,
-    F_RETRY,
-    F_TYPE,
-    F_UPSTREAM_ID,
-    F_VERSION,
-    VERSION,
-    encode_data,
-    encode_end_marker,
-)
-from .lease import AcquireResult, AppendResult, PackedEntries, RelayStore, pack_entry
+from .envelope import PackedEntries, encode_end_marker, pack_entry, pack_event
+from .lease import AcquireResult, AppendResult, RelayStore
+from .upstream import UpstreamFactory, Upstreams, may_send_again
 
-__all__ = ["RedisRelay", "RelayMetrics", "UpstreamFactory"]
+__all__ = ["RedisRelay", "RelayMetrics"]
 
 log = logging.getLogger("aikit_transports.redis")
 
-#: Builds the upstream transport, given the upstream id to resume after (``None``: start).
-UpstreamFactory = Callable[[Optional[str]], BaseTransport]
 T = TypeVar("T")
 
 _UNHEALTHY_AFTER = 3
-
-
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(value), value)
-
-
-_VERSION_FIELD = _bulk(F_VERSION) + _bulk(VERSION)
-_TYPE, _ENCODING, _DATA = _bulk(F_TYPE), _bulk(F_ENCODING), _bulk(F_DATA)
-_UPSTREAM_ID, _RETRY, _AT = _bulk(F_UPSTREAM_ID), _bulk(F_RETRY), _bulk(F_AT)
-_COUNTS = {n: _bulk(b"%d" % n) for n in range(2, 15, 2)}
-
-
-def pack_event(event: Event, received_at: float) -> PackedEntries:
-    """The envelope of ``event`` packed for an append: ``pack_entry(encode_envelope(...))``,
-    built directly (the relay's hot path)."""
-    encoding, payload = encode_data(event.data)
-    parts = [b"", _VERSION_FIELD]
-    fields = 2
-    if event.type != "message":
-        parts += (_TYPE, _bulk(event.type.encode("utf-8", "surrogatepass")))
-        fields += 2
-    if encoding != ENC_TEXT:
-        parts += (_ENCODING, _bulk(encoding))
-        fields += 2
-    parts += (_DATA, _bulk(payload))
-    fields += 2
-    if event.id is not None:
-        parts += (_UPSTREAM_ID, _bulk(event.id.encode("utf-8", "surrogatepass")))
-        fields += 2
-    if event.retry is not None:
-        parts += (_RETRY, _bulk(b"%d" % event.retry))
-        fields += 2
-    parts += (_AT, _bulk(repr(received_at).encode("ascii")))
-    fields += 2
-    parts[0] = _COUNTS[fields]
-    return b"".join(parts), fields + 1
 
 
 class _Stopped(Exception):
@@ -138,6 +95,12 @@ class RedisRelay:
     relays that start later for that stream stop at once. Delete the stream and its
     ``<stream>:relay:*`` keys (or take a new name) to run it again.
 
+    Nothing is sent again that could repeat or invent output (SPEC §3): an upstream that ends
+    with ``StreamInterrupted`` ends the stream with it (the end marker carries it, and readers
+    fail with it), and a relay taking over never re-opens an upstream whose request is not
+    idempotent (see :func:`.upstream.may_send_again`) unless the stream has an upstream id to
+    resume from: it ends the stream with a ``StreamInterrupted`` instead.
+
     ``run()`` relays in the calling thread until done or ``close()``, and raises what ended it
     otherwise (the upstream failed, or Redis stayed away longer than ``reconnect`` allows:
     it retries forever by default); ``start()`` runs it on a background thread and
@@ -166,16 +129,7 @@ class RedisRelay:
         dedupe_window: int = 1000,
         id: Optional[str] = None,
     ) -> None:
-        if isinstance(transport, BaseTransport):
-            if transport.state is not TransportState.IDLE:
-                raise ValueError("the upstream transport must not be connected yet")
-            self._template: Optional[BaseTransport] = transport
-            self._factory: Optional[UpstreamFactory] = None
-        elif callable(transport):
-            self._template = None
-            self._factory = transport
-        else:
-            raise ValueError("transport must be a transport or a factory f(last_id) -> transport")
+        self._upstreams = Upstreams(transport)
         address = parse_redis_url(redis_url)
         in_url = address.params.get("stream")
         if not isinstance(stream, str) or not stream:
@@ -352,9 +306,7 @@ class RedisRelay:
             if never_ran:
                 self._state = "closed"
         if never_ran:
-            template, self._template = self._template, None
-            if template is not None:
-                template.close(timeout)
+            self._upstreams.discard(timeout)
             self._emit("closed", "user")
             return
         current = threading.current_thread()
@@ -483,7 +435,13 @@ class RedisRelay:
             seen: Set[str] = set()
             if acquired.upstream_id is not None and self.dedupe_window:
                 seen = self._call(self._store.recent_upstream_ids, self._link, self.dedupe_window)
-            upstream = self._new_upstream(acquired.upstream_id)
+            upstream = self._upstreams.build(acquired.upstream_id)
+            if not may_send_again(upstream):
+                if acquired.opened is not None and acquired.upstream_id is None:
+                    return self._end_stream(acquired.last_entry, self._not_again(upstream))
+                if not self._call(self._store.renew, self._link, self.token, self._ttl_ms, True):
+                    self._lost()
+                    return "lost"
             self._start_upstream(upstream, buf)
             return self._pump(buf, acquired.last_entry, seen)
         finally:
@@ -494,32 +452,6 @@ class RedisRelay:
             if upstream is not None:
                 upstream.close(self.timeout)
             self._emit("lease", False)
-
-    def _new_upstream(self, upstream_id: Optional[str]) -> BaseTransport:
-        if self._factory is not None:
-            try:
-                made = self._factory(upstream_id)
-            except Exception as exc:
-                raise TransportError(
-                    f"the upstream factory raised {describe_exception(exc)}", retryable=False
-                ) from exc
-            if not isinstance(made, BaseTransport):
-                raise TransportError(
-                    f"the upstream factory returned {type(made).__name__}, not a transport",
-                    retryable=False,
-                )
-            return made
-        template, self._template = self._template, None
-        if template is None:
-            raise TransportError(
-                "the lease was lost to another relay and this relay was given a transport, "
-                "which it cannot reopen: give it a factory (lambda last_id: SSETransport(url, "
-                "last_event_id=last_id)) to let it take the lease again",
-                retryable=False,
-            )
-        if upstream_id is not None:
-            template._resume_from(upstream_id)
-        return template
 
     def _start_upstream(self, upstream: BaseTransport, buf: MessageBuffer[Event]) -> None:
         self._upstream_end = None
@@ -587,19 +519,42 @@ class RedisRelay:
                 next_renew = time.monotonic() + renew_every
         if self._stop.is_set():
             raise _Stopped
-        if self._upstream_end == "done":
-            marker = pack_entry(encode_end_marker(self._last_upstream_id, time.time()))
-            result = self._append_entries(expected, None, marker, final=True)
-            if result.status == "lost":
-                return "lost"
-            self._last_entry = result.last_entry
-            log.info("%s: the upstream is done; end marker %s appended", self.id, result.last_entry)
-            return "done"
-        if self._upstream_end == "failed" and self._upstream_error is not None:
-            raise self._upstream_error
+        error = self._upstream_error
+        if self._upstream_end == "done" or isinstance(error, StreamInterrupted):
+            return self._end_stream(expected, error if self._upstream_end == "failed" else None)
+        if self._upstream_end == "failed" and error is not None:
+            raise error
         raise TransportClosedError(
             f"the upstream transport was closed ({self._upstream_end or 'unknown'})",
             retryable=False,
+        )
+
+    def _end_stream(self, expected: str, error: Optional[TransportError] = None) -> str:
+        """Append the end marker: ``"done"``, or, carrying ``error`` (which readers then fail
+        with), raise it; ``"lost"`` when another relay holds the lease."""
+        kind = None if error is None else (type(error).__name__, error.message)
+        marker = pack_entry(encode_end_marker(self._last_upstream_id, time.time(), kind))
+        result = self._append_entries(expected, None, marker, final=True)
+        if result.status == "lost":
+            return "lost"
+        self._last_entry = result.last_entry
+        if error is not None:
+            log.warning(
+                "%s: the stream ends with %s (end marker %s)", self.id, kind, result.last_entry
+            )
+            raise error
+        log.info("%s: the upstream is done; end marker %s appended", self.id, result.last_entry)
+        return "done"
+
+    def _not_again(self, upstream: BaseTransport) -> StreamInterrupted:
+        """Why this relay does not open ``upstream``: another one sent its request already."""
+        method = getattr(upstream, "method", "the")
+        return StreamInterrupted(
+            f"the upstream's {method} request may not be sent again and the stream has no "
+            "upstream id to resume from: another relay sent it and stopped, so this one ends "
+            "the stream instead (pass idempotent=True to the upstream if sending it again "
+            "is safe)",
+            events_delivered=self._events_out,
         )
 
     def _skip_replayed(self, batch: List[Event], seen: Set[str]) -> Tuple[List[Event], bool]:

@@ -15,11 +15,12 @@ import time
 from collections.abc import Sequence
 from typing import Any, Dict, List, Optional, Set
 
-from ...errors import ProtocolError, TransportError
+from ...errors import EventsMissed, ProtocolError, StreamInterrupted, TransportError
 from ...events import Event, TransportType, new_event
 from ...transports.base import DONE, EOF_, BaseTransport
-from .connection import RedisLink, RedisReplyError, parse_redis_url
-from .envelope import F_END, F_VERSION, decode_fields
+from .connection import RedisLink, RedisReplyError, Script, parse_redis_url
+from .envelope import F_END, F_VERSION, Envelope, decode_fields
+from .gaps import GROUP_READ, STREAM_INFO, Position, StreamInfo, missed
 
 __all__ = ["RedisStreamTransport"]
 
@@ -78,13 +79,22 @@ class RedisStreamTransport(BaseTransport):
     the default ``block`` buffer strategy with a group: an entry dropped by ``drop-oldest`` is
     never acknowledged.
 
-    The relay's end marker ends the stream: ``done``, then ``closed("done")``. A group ends
-    once the marker was delivered and no entry of the group is pending any more. An entry that
-    is not an envelope becomes an ``error`` event (a ``ProtocolError`` naming its id) and the
-    stream goes on. ``block_ms`` is how long one read waits in Redis; ``count`` the most
-    entries one read returns. A read answered by nothing within ``block_ms`` + ``timeout``
-    (a half-open connection) is a stall: ``HeartbeatTimeout``, then a reconnect. ``close()``
-    wakes a blocked read at once.
+    The relay's end marker ends the stream: ``done``, then ``closed("done")`` (or, when it
+    carries an error such as ``StreamInterrupted``, that error: state ``error``,
+    ``closed("failed")``). A group ends once the marker was delivered and no entry of the group
+    is pending any more. An entry that is not an envelope becomes an ``error`` event (a
+    ``ProtocolError`` naming its id) and the stream goes on.
+
+    Entries trimmed (``MAXLEN``) before this reader read them are never skipped silently: an
+    ``EventsMissed`` error event comes before the first event after the gap (see
+    :mod:`.gaps`; Redis 7.0 or later). A group destroyed under its readers is recreated after
+    its last delivered entry as this reader last saw it (nothing twice, nothing skipped), with
+    a ``RedisReplyError`` (``NOGROUP``) error event.
+
+    ``block_ms`` is how long one read waits in Redis; ``count`` the most entries one read
+    returns. A read answered by nothing within ``block_ms`` + ``timeout`` (a half-open
+    connection) is a stall: ``HeartbeatTimeout``, then a reconnect. ``close()`` wakes a
+    blocked read at once.
     """
 
     type = TransportType.REDIS_STREAM
@@ -150,8 +160,13 @@ class RedisStreamTransport(BaseTransport):
         read_timeout = block_ms / 1000.0 + self.timeout
         self._link = RedisLink(address, timeout=self.timeout, read_timeout=read_timeout)
         self._cursor: str = last_event_id or "$"
+        self._position = Position()  # plain mode: the cursor's number of all time
+        self._delivered_id: Optional[str] = None  # the newest entry handed on
+        self._end_error: Optional[TransportError] = None  # what the end marker carried
         # group mode
         self._history: Optional[bytes] = None  # where re-reading our own pending entries is
+        self._group_at: Optional[str] = None  # the group's last delivered id, as last seen
+        self._group_wait: Optional[str] = None  # nothing new after it: the next read waits
         self._next_claim = 0.0
         self._end_seen = False
         self._ack_lock = threading.Lock()
@@ -168,19 +183,44 @@ class RedisStreamTransport(BaseTransport):
     def _open(self) -> None:
         link = self._link
         link.connect()
+        try:
+            self._prepare(link)
+        except BaseException:
+            link.close()  # the base releases only what opened
+            raise
+
+    def _prepare(self, link: RedisLink) -> None:
+        """Make the group (or learn where the stream stands) on a new connection."""
         if self.group is not None:
-            start = self._initial_event_id or "0"
-            try:
-                link.call("XGROUP", "CREATE", self.stream, self.group, start, "MKSTREAM")
-            except RedisReplyError as exc:
-                if exc.code != "BUSYGROUP":
-                    raise
+            if self._ensure_group(link) and self._group_at is not None:
+                self._group_gone(self._group_at, created=True)
             self._flush_acks(link)
             self._history = b"0"
             self._next_claim = 0.0
-        elif self._cursor == "$":
-            newest = link.call("XREVRANGE", self.stream, "+", "-", "COUNT", 1)
-            self._cursor = newest[0][0].decode("ascii") if newest else "0-0"
+        else:
+            reply = self._fetch(link, None, STREAM_INFO, STREAM_INFO.command((self.stream,), ()))
+            self._cursor = self._position.opened(StreamInfo.parse(reply), self._cursor)
+
+    def _fetch(
+        self, link: RedisLink, wait_after: Optional[str], script: Script, *commands: Any
+    ) -> Any:
+        """The reply of the last of ``commands`` (which use ``script``), run in one round trip
+        with, when ``wait_after`` is given, a wait of up to ``block_ms`` for an entry after
+        that id first (``XREAD BLOCK``; its reply is dropped: ``commands`` read it)."""
+        waiting: List[Any] = []
+        if wait_after is not None:
+            waiting.append(
+                ("XREAD", "COUNT", 1, "BLOCK", self.block_ms, "STREAMS", self.stream, wait_after)
+            )
+        try:
+            replies = link.pipeline(*waiting, *commands)
+        except RedisReplyError as exc:
+            if exc.code != "NOSCRIPT":
+                raise
+            script.load(link)  # Redis restarted, or its scripts were flushed
+            replies = link.pipeline(*commands)
+        self._traffic()
+        return replies[-1]
 
     def _release(self) -> None:
         self._link.close()
@@ -215,50 +255,125 @@ class RedisStreamTransport(BaseTransport):
         link = self._link
         stop = self._stop
         key = self.stream
+        info_command = STREAM_INFO.command((key,), ())
+        wait = False  # the last read found nothing: wait for an entry first
         while not stop.is_set():
-            reply = link.call(
-                "XREAD", "COUNT", self.count, "BLOCK", self.block_ms, "STREAMS", key, self._cursor
+            cursor = self._cursor
+            raw_info, reply = self._fetch(
+                link,
+                cursor if wait else None,
+                STREAM_INFO,
+                ("MULTI",),
+                info_command,
+                ("XREAD", "COUNT", self.count, "STREAMS", key, cursor),
+                ("EXEC",),
             )
-            self._traffic()
-            if reply and self._deliver(reply[0][1]):
-                return DONE
+            wait = not reply
+            if wait:
+                continue
+            entries = reply[0][1]
+            info = StreamInfo.parse(raw_info)
+            first = entries[0][0].decode("ascii")
+            gap = missed(info, cursor, self._position.number, first)
+            self._position.read(info, first, entries[-1][0].decode("ascii"), len(entries))
+            if gap is not None:
+                self._missed(gap[0], cursor, first)
+            if self._deliver(entries):
+                return self._ended_by_marker()
         return EOF_
+
+    def _missed(self, count: Optional[int], after: str, first: Optional[str]) -> None:
+        """Say that entries after ``after`` were trimmed before this reader got them."""
+        what = "entries" if count is None else f"{count} entries"
+        how_many = " (how many is not known)" if count is None else ""
+        self._error(
+            EventsMissed(
+                f"{what} of {self.stream!r} after {after} were trimmed (MAXLEN) before this "
+                f"reader read them{how_many}; it goes on with {first}: raise the relay's maxlen "
+                "or read faster",
+                last_delivered_id=after,
+                first_available_id=first,
+            )
+        )
 
     def _read_group(self) -> str:
         link = self._link
-        stop = self._stop
+        while not self._stop.is_set():
+            try:
+                if self._group_step(link):
+                    return self._ended_by_marker()
+            except RedisReplyError as exc:
+                if exc.code != "NOGROUP" or self._group_at is None:
+                    raise
+                self._group_gone(self._group_at, created=self._ensure_group(link))
+        return EOF_
+
+    def _group_step(self, link: RedisLink) -> bool:
+        """One read of the group (our pending entries first, then claims, then new ones, else
+        a wait for more); ``True`` once the group is finished."""
         key, group, consumer = self.stream, self.group, self.consumer
-        while not stop.is_set():
-            if self._history is not None:  # first our own entries left unacknowledged
-                reply = link.call(
-                    "XREADGROUP", "GROUP", group, consumer, "COUNT", self.count,
-                    "STREAMS", key, self._history,
-                )  # fmt: skip
-                self._traffic()
-                entries = reply[0][1] if reply else None
-                if not entries:
-                    self._history = None
-                    continue
-                self._history = entries[-1][0]
-                if self._deliver(self._not_held(entries)):
-                    return DONE
-                continue
-            if time.monotonic() >= self._next_claim:
-                if self._claim(link):
-                    return DONE
-                self._next_claim = time.monotonic() + self.claim_idle / 4
+        if self._history is not None:  # first our own entries left unacknowledged
             reply = link.call(
                 "XREADGROUP", "GROUP", group, consumer, "COUNT", self.count,
-                "BLOCK", self.block_ms, "STREAMS", key, ">",
+                "STREAMS", key, self._history,
             )  # fmt: skip
             self._traffic()
             entries = reply[0][1] if reply else None
-            if entries:
-                if self._deliver(entries):
-                    return DONE
-            elif self._group_finished(link):
-                return DONE
-        return EOF_
+            if not entries:
+                self._history = None
+                return False
+            self._history = entries[-1][0]
+            return self._deliver(self._not_held(entries))
+        if time.monotonic() >= self._next_claim:
+            if self._claim(link):
+                return True
+            self._next_claim = time.monotonic() + self.claim_idle / 4
+        wait_after, self._group_wait = self._group_wait, None
+        read_command = GROUP_READ.command((key,), (group, consumer, self.count))
+        reply = self._fetch(link, wait_after, GROUP_READ, read_command)
+        last, read, *info_values, entries = reply
+        before = last.decode("ascii")
+        if entries:
+            self._group_at = entries[-1][0].decode("ascii")
+            info = StreamInfo.parse(info_values)
+            first = entries[0][0].decode("ascii")
+            position = None if read is None else int(read)
+            gap = missed(info, before, position, first)
+            if gap is not None:
+                self._missed(gap[0], before, first)
+            return self._deliver(entries)
+        self._group_at = self._group_wait = before
+        return self._group_finished(link)
+
+    def _ensure_group(self, link: RedisLink) -> bool:
+        """Create the group if it is missing (``True`` then): at the start asked for, or, once
+        this reader has seen it, after the group's last delivered entry as last seen."""
+        start = self._group_at or self._initial_event_id or "0"
+        try:
+            link.call("XGROUP", "CREATE", self.stream, self.group, start, "MKSTREAM")
+        except RedisReplyError as exc:
+            if exc.code != "BUSYGROUP":
+                raise
+            return False
+        return True
+
+    def _group_gone(self, after: str, *, created: bool) -> None:
+        """Say that the group was gone, and that it was recreated (by us when ``created``)."""
+        how = (
+            f"recreated it after {after}, the group's last delivered entry as this reader "
+            "last saw it"
+            if created
+            else "another consumer recreated it"
+        )
+        self._history = None
+        self._error(
+            RedisReplyError(
+                f"the consumer group {self.group!r} of {self.stream!r} was gone (XGROUP "
+                f"DESTROY, or the stream was deleted): this reader {how}; entries that were "
+                "pending in it (read, not acknowledged) are not delivered again",
+                code="NOGROUP",
+            )
+        )
 
     def _claim(self, link: RedisLink) -> bool:
         """Take over entries pending longer than ``claim_idle`` (on a dead consumer)."""
@@ -271,14 +386,12 @@ class RedisStreamTransport(BaseTransport):
             )  # fmt: skip
             start, entries = reply[0], reply[1]
             deleted = reply[2] if len(reply) > 2 else ()
-            if deleted:
-                self._error(
-                    ProtocolError(
-                        f"{len(deleted)} pending entries of {self.stream!r} were trimmed "
-                        "(MAXLEN) before they were delivered; raise the relay's maxlen"
-                    )
-                )
             entries = self._not_held(entries)
+            if deleted:  # Redis dropped them from the group's pending list
+                self._pending_trimmed(
+                    [d.decode("ascii") for d in deleted],
+                    entries[0][0].decode("ascii") if entries else None,
+                )
             if entries:
                 log.info("%s: claimed %d idle entries", self.id, len(entries))
                 if self._deliver(entries):
@@ -287,6 +400,18 @@ class RedisStreamTransport(BaseTransport):
                 return False
         return False
 
+    def _pending_trimmed(self, ids: List[str], first: Optional[str]) -> None:
+        """Say that pending entries of the group were trimmed before anyone delivered them."""
+        shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        self._error(
+            EventsMissed(
+                f"{len(ids)} pending entries of {self.stream!r} ({shown}) were trimmed "
+                "(MAXLEN) before they were delivered: raise the relay's maxlen",
+                last_delivered_id=self._delivered_id,
+                first_available_id=first,
+            )
+        )
+
     def _group_finished(self, link: RedisLink) -> bool:
         """After an empty read: the end marker was delivered and nothing is pending."""
         if not self._end_seen:
@@ -294,8 +419,28 @@ class RedisStreamTransport(BaseTransport):
             if not newest or not _is_end(newest[0][1]):
                 return False
             self._end_seen = True
+            self._end_error = self._carried_error(decode_fields(newest[0][1]))
         summary = link.call("XPENDING", self.stream, self.group)
         return not summary or int(summary[0]) == 0
+
+    def _ended_by_marker(self) -> str:
+        """The stream ended: ``done``, or the failure the relay's end marker carried."""
+        if self._end_error is not None:
+            raise self._end_error
+        return DONE
+
+    def _carried_error(self, envelope: Envelope) -> Optional[TransportError]:
+        """The error an end marker carries (the relay's upstream failed for good), if any."""
+        if envelope.error_kind is None:
+            return None
+        message = envelope.error_message or "the relay's upstream failed"
+        if envelope.error_kind == StreamInterrupted.__name__:
+            return StreamInterrupted(
+                message,
+                events_delivered=self._m.messages_received,
+                last_event_id=self._delivered_id,
+            )
+        return TransportError(f"{envelope.error_kind}: {message}")
 
     def _not_held(self, entries: List[Any]) -> List[Any]:
         """``entries`` without those this transport delivered and did not acknowledge yet."""
@@ -312,19 +457,18 @@ class RedisStreamTransport(BaseTransport):
         tid = self.id
         size = 0
         ended = False
+        trimmed: List[str] = []
         for raw_id, flat in entries:
             entry_id = raw_id.decode("ascii")
             if flat is None:  # deleted from the stream while it was pending
+                trimmed.append(entry_id)
+                continue
+            if trimmed:
                 self._flush(events)
                 events = []
-                self._acknowledge_now([entry_id])
-                self._error(
-                    ProtocolError(
-                        f"entry {entry_id} of {self.stream!r} was trimmed (MAXLEN) before it "
-                        "was delivered; raise the relay's maxlen"
-                    )
-                )
-                continue
+                self._acknowledge_now(trimmed)
+                self._pending_trimmed(trimmed, entry_id)
+                trimmed = []
             size += sum(map(len, flat))
             try:
                 envelope = decode_fields(flat)
@@ -342,6 +486,7 @@ class RedisStreamTransport(BaseTransport):
                 self._flush(events)
                 events = []
                 self._skip(entry_id)
+                self._end_error = self._carried_error(envelope)
                 if self.group is None:
                     self._m.bytes_received += size
                     return True
@@ -352,6 +497,9 @@ class RedisStreamTransport(BaseTransport):
             )
         self._m.bytes_received += size
         self._flush(events)
+        if trimmed:
+            self._acknowledge_now(trimmed)
+            self._pending_trimmed(trimmed, None)
         return ended and self._group_finished(self._link)
 
     def _flush(self, events: List[Event]) -> None:
@@ -361,7 +509,7 @@ class RedisStreamTransport(BaseTransport):
             with self._ack_lock:
                 self._inflight.update(e.id for e in events if e.id is not None)
         self._publish(events)
-        self._cursor = events[-1].id or self._cursor
+        self._cursor = self._delivered_id = events[-1].id or self._cursor
 
     def _skip(self, entry_id: str) -> None:
         """An entry that is not delivered (the end marker, a bad one): move past it."""
