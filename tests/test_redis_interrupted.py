@@ -19,6 +19,7 @@ from aikit_transports import (
     TransportError,
     TransportState,
 )
+from aikit_transports.emitter import EventEmitter
 from aikit_transports.testing import RecordedRequest, StreamServer, StreamWriter
 from aikit_transports.transports.base import EOF_
 
@@ -183,3 +184,15 @@ def test_a_standby_resumes_a_post_stream_that_has_ids(
     assert len(posts) == 2  # sent again only because it resumes after the last id
     after = int(posts[1].headers["Last-Event-ID"])  # the last upstream id in the stream
     assert second.metrics.events_out == 200 - after and second.metrics.events_skipped == 0
+
+
+def test_relay_on_checks_the_name_and_has_a_decorator_form() -> None:
+    relay = RedisRelay.__new__(RedisRelay)  # no Redis needed to register listeners
+    relay._emitter = EventEmitter(lambda exc, name: None)
+    with pytest.raises(ValueError, match="did you mean 'closed'"):
+        relay.on("close", lambda reason: None)
+
+    @relay.on("lease")
+    def on_lease(held: bool) -> None: ...
+
+    assert relay._emitter.has_listeners("lease")

@@ -16,11 +16,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Set, Tuple, TypeVar, Union
+from typing import Any, Callable, List, Optional, Set, Tuple, TypeVar, Union, overload
 
 from ...buffer import MessageBuffer
 from ...config import BufferConfig, ReconnectPolicy
-from ...emitter import EventEmitter, Listener
+from ...emitter import EventEmitter, Listener, check_event_name, registrar
 from ...errors import (
     ProtocolError,
     ReconnectFailed,
@@ -38,6 +38,11 @@ from .lease import AcquireResult, AppendResult, RelayStore
 from .upstream import UpstreamFactory, Upstreams, may_send_again
 
 __all__ = ["RedisRelay", "RelayMetrics"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: The events a relay emits.
+RELAY_EVENTS = ("lease", "error", "done", "closed")
 
 log = logging.getLogger("aikit_transports.redis")
 
@@ -221,12 +226,24 @@ class RedisRelay:
         """The token of the lease's holder as last seen (``self.token`` while relaying)."""
         return self.token if self._holding else self._holder
 
-    def on(self, name: str, callback: Listener) -> Callable[[], None]:
-        """Register ``callback`` for ``lease``, ``error``, ``done`` or ``closed``."""
+    @overload
+    def on(self, name: str, callback: Listener) -> Callable[[], None]: ...
+    @overload
+    def on(self, name: str, callback: None = None) -> Callable[[_F], _F]: ...
+    def on(
+        self, name: str, callback: Optional[Listener] = None
+    ) -> Union[Callable[[], None], Callable[[_F], _F]]:
+        """Register ``callback`` for ``lease``, ``error``, ``done`` or ``closed`` (an unknown
+        name raises ``ValueError``); returns a function that unregisters it, or without a
+        callback, a decorator."""
+        check_event_name(name, RELAY_EVENTS)
+        if callback is None:
+            return registrar(lambda cb: self._emitter.on(name, cb))
         return self._emitter.on(name, callback)
 
     def off(self, name: str, callback: Optional[Listener] = None) -> None:
         """Unregister ``callback`` (or every listener of ``name``)."""
+        check_event_name(name, RELAY_EVENTS)
         self._emitter.off(name, callback)
 
     def run(self) -> None:
