@@ -488,6 +488,8 @@ class WebSocketTransport(BaseTransport):
             self._ws = ws  # from here on, _interrupt() can shut the socket during the handshake
             try:
                 ws.connect(url, redirect_limit=0, **options)  # type: ignore[no-untyped-call]
+                if _redirect_target(ws, url) is not None:  # websocket-client < 1.9.1: no error
+                    raise websocket.WebSocketException("redirected")
                 sock = ws.sock
                 if sock is None:
                     raise ConnectError("connection failed: no socket after the handshake")
@@ -525,7 +527,7 @@ class WebSocketTransport(BaseTransport):
             retry_after = None
             if status in (429, 503):
                 retry_after = parse_retry_after(headers.get("retry-after"))
-            reason = exc.status_message or ""
+            reason = getattr(exc, "status_message", None) or ""  # websocket-client < 1.9.1 has none
             return HTTPStatusError(
                 f"WebSocket handshake refused: HTTP {status} {reason}".rstrip(),
                 status_code=status,
