@@ -1,8 +1,9 @@
 """Every code example of the docs runs here, against the local servers.
 
-Python examples live in ``docs/examples/*.py`` (the pages ``literalinclude`` them) and use
-realistic URLs; each test swaps those for local endpoints, runs the file and compares what it
-prints with ``docs/examples/<name>.txt`` (shown in the docs as its output) when there is one
+Python examples live in ``docs/examples/*.py`` (the pages ``literalinclude`` them) and use the
+addresses of ``python -m aikit_transports.testing``, so that a reader can run each as it is (all
+but the TLS one, whose private CA and host are placeholders); each test swaps those for servers
+of its own on free ports, runs the file and compares what it prints with ``docs/examples/<name>.txt`` (shown in the docs as its output) when there is one
 (``AIKIT_UPDATE_DOC_OUTPUTS=1`` rewrites those files after a deliberate change: review the diff).
 Small API examples are doctests (``>>>``) in the ``.rst`` pages, run by ``doctest``. The Django
 examples (``examples/django_app``) run in ``tests/test_django.py``. The CLI's ``--help`` shown in
@@ -42,14 +43,20 @@ class Servers:
     ca_path: str = ""
 
 
+#: Where ``python -m aikit_transports.testing`` serves, which is what the examples use: each test
+#: runs them against servers of its own on free ports instead.
+HTTP_BASE = "http://127.0.0.1:8765"
+WS_BASE = "ws://127.0.0.1:8766"
+
+
 @dataclass
 class Example:
-    """How to run one example: placeholder → local URL, and how to check what it printed."""
+    """How to run one example, and how to check what it printed."""
 
-    urls: Callable[[Servers], dict[str, str]]
     runs: int = 1
     subprocess: bool = False
-    tls: bool = False
+    #: Placeholders the local test server cannot stand for (TLS with a private CA) → local URL.
+    tls: Optional[Callable[[Servers], dict[str, str]]] = None
     check: Optional[Callable[[list[str]], None]] = None
     needs: tuple[str, ...] = field(default_factory=tuple)
     #: The file of the expected output, when it is not ``<name>.txt`` (the same as another's).
@@ -70,108 +77,38 @@ def _check_resume(outputs: list[str]) -> None:
 
 
 CASES: dict[str, Example] = {
-    "quickstart_iterate.py": Example(lambda s: {"http://127.0.0.1:8765": s.http.base_url}),
-    "quickstart_callbacks.py": Example(lambda s: {"http://127.0.0.1:8765": s.http.base_url}),
-    "sse_llm.py": Example(
-        lambda s: {
-            "https://api.example.com/v1/chat/completions": s.http.url(
-                "/sse?count=3&data=json&end=sentinel"
-            )
-        }
-    ),
-    "sse_resume.py": Example(
-        lambda s: {"https://stream.example.com/events": s.http.url("/sse?count=5&end=sentinel")},
-        runs=2,
-        check=_check_resume,
-    ),
-    "ws_json.py": Example(lambda s: {"wss://echo.example.com/ws": s.ws.url("/echo")}),
-    "ws_send_queue.py": Example(lambda s: {"wss://echo.example.com/ws": s.ws.url("/echo")}),
-    "ndjson_stream.py": Example(
-        lambda s: {
-            "https://api.example.com/feed.ndjson": s.http.url(
-                "/ndjson?count=5&malformed_every=2&end=204"
-            )
-        }
-    ),
-    "long_poll.py": Example(
-        lambda s: {
-            "https://api.example.com/updates": s.http.url("/poll?count=6&per_poll=2&empty_polls=1")
-        }
-    ),
-    "reconnect_give_up.py": Example(
-        lambda s: {"https://flaky.example.com/events": s.http.url("/sse?status=503")}
-    ),
-    "backpressure_drop_oldest.py": Example(
-        lambda s: {"https://feed.example.com/prices": s.http.url("/sse?count=2000&end=204")}
-    ),
-    "manager_many.py": Example(
-        lambda s: {
-            "https://api.example.com/a/events": s.http.url("/sse?count=5&end=sentinel&feed=a"),
-            "https://api.example.com/b/events": s.http.url("/sse?count=5&end=sentinel&feed=b"),
-            "wss://api.example.com/ws": s.ws.url("/stream?count=5"),
-        }
-    ),
-    "fallback_connect.py": Example(
-        lambda s: {"https://api.example.com/live": s.http.url("/sse?count=3&end=sentinel")}
-    ),
-    "threading_callbacks.py": Example(
-        lambda s: {
-            "https://api.example.com/events": s.http.url("/sse?count=10&delay=0.05&end=sentinel")
-        }
-    ),
-    "errors_handling.py": Example(
-        lambda s: {
-            "https://api.example.com/private": s.http.url("/sse?status=401"),
-            "https://api.example.com/index.html": s.http.url("/sse?content_type=text/html"),
-            "https://api.example.com/busy": s.http.url("/sse?status=503"),
-        }
-    ),
+    "quickstart_iterate.py": Example(),
+    "quickstart_callbacks.py": Example(),
+    "sse_llm.py": Example(),
+    "sse_resume.py": Example(runs=2, check=_check_resume),
+    "ws_json.py": Example(),
+    "ws_send_queue.py": Example(),
+    "ndjson_stream.py": Example(),
+    "long_poll.py": Example(),
+    "reconnect_give_up.py": Example(),
+    "backpressure_drop_oldest.py": Example(),
+    "manager_many.py": Example(),
+    "fallback_connect.py": Example(),
+    "threading_callbacks.py": Example(),
+    "errors_handling.py": Example(),
     "security_tls.py": Example(
-        lambda s: {
+        tls=lambda s: {
             "wss://internal.example.com/ws": s.tls.url("/echo") if s.tls else "",
             "/etc/ssl/internal-ca.pem": s.ca_path,
         },
-        tls=True,
     ),
     "debug_logging.py": Example(
-        lambda s: {
-            "https://api.example.com/events?api_key=abc123": s.http.url(
-                "/sse?count=2&end=sentinel&api_key=abc123"
-            )
-        },
         subprocess=True,  # it configures logging for the whole process
         check=_check_debug_log,
     ),
     "migrate_sseclient_before.py": Example(
-        lambda s: {"https://stream.example.com/events": s.http.url("/sse?count=3&end=204")},
-        needs=("sseclient",),
-        output="migrate_sseclient_after.txt",
+        needs=("sseclient",), output="migrate_sseclient_after.txt"
     ),
-    "migrate_sseclient_after.py": Example(
-        lambda s: {"https://stream.example.com/events": s.http.url("/sse?count=3&end=204")}
-    ),
-    "migrate_iter_lines_before.py": Example(
-        lambda s: {
-            "https://api.example.com/v1/chat/completions": s.http.url(
-                "/sse?count=3&data=json&end=sentinel"
-            )
-        },
-        output="migrate_iter_lines_after.txt",
-    ),
-    "migrate_iter_lines_after.py": Example(
-        lambda s: {
-            "https://api.example.com/v1/chat/completions": s.http.url(
-                "/sse?count=3&data=json&end=sentinel"
-            )
-        }
-    ),
-    "migrate_websocketapp_before.py": Example(
-        lambda s: {"wss://api.example.com/ws": s.ws.url("/stream?count=3")},
-        output="migrate_websocketapp_after.txt",
-    ),
-    "migrate_websocketapp_after.py": Example(
-        lambda s: {"wss://api.example.com/ws": s.ws.url("/stream?count=3")}
-    ),
+    "migrate_sseclient_after.py": Example(),
+    "migrate_iter_lines_before.py": Example(output="migrate_iter_lines_after.txt"),
+    "migrate_iter_lines_after.py": Example(),
+    "migrate_websocketapp_before.py": Example(output="migrate_websocketapp_after.txt"),
+    "migrate_websocketapp_after.py": Example(),
 }
 
 
@@ -193,10 +130,16 @@ def tls_servers(servers: Servers, tmp_path: Path) -> Iterator[Servers]:
         yield Servers(servers.http, servers.ws, tls, str(ca_path))
 
 
-def _source(name: str, urls: dict[str, str]) -> str:
+def _source(name: str, case: Example, servers: Servers) -> str:
+    """The example with the test server's addresses swapped for those of this test's servers."""
     source = (EXAMPLES / name).read_text(encoding="utf-8")
+    urls = (
+        case.tls(servers)
+        if case.tls
+        else {HTTP_BASE: servers.http.base_url, WS_BASE: servers.ws.url("")}
+    )
+    assert any(url in source for url in urls), f"{name} uses none of {sorted(urls)}"
     for placeholder, local in urls.items():
-        assert placeholder in source, f"{name} no longer contains {placeholder!r}"
         source = source.replace(placeholder, local)
     return source
 
@@ -233,7 +176,7 @@ def test_docs_example(
         pytest.importorskip(module)
     servers: Servers = request.getfixturevalue("tls_servers" if case.tls else "servers")
     monkeypatch.chdir(tmp_path)
-    source = _source(name, case.urls(servers))
+    source = _source(name, case, servers)
     outputs = []
     for _ in range(case.runs):
         if case.subprocess:

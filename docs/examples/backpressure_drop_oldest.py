@@ -4,8 +4,10 @@ import threading
 
 from aikit_transports import BufferConfig, SSETransport
 
+URL = "http://127.0.0.1:8765/sse?count=2000&end=204"  # python -m aikit_transports.testing
+
 buffer = BufferConfig(max_size=100, strategy="drop-oldest")
-t = SSETransport("https://feed.example.com/prices", buffer=buffer)
+t = SSETransport(URL, buffer=buffer)
 t.on("backpressure", lambda info: print(f"backpressure: {info.strategy.value} {info.max_size}"))
 finished = threading.Event()
 t.on("done", finished.set)

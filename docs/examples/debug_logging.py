@@ -8,7 +8,7 @@ logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(name)s: 
 from aikit_transports import SSETransport  # noqa: E402
 
 t = SSETransport(
-    "https://api.example.com/events?api_key=abc123",
+    "http://127.0.0.1:8765/sse?count=2&end=sentinel&api_key=abc123",
     headers={"Authorization": "Bearer s3cr3t"},
     debug=True,  # this transport only; the others stay at WARNING
 )

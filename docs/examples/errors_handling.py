@@ -31,6 +31,6 @@ def read(url: str) -> None:
         print("failed:", exc)
 
 
-read("https://api.example.com/private")  # answers 401
-read("https://api.example.com/index.html")  # answers text/html
-read("https://api.example.com/busy")  # answers 503
+read("http://127.0.0.1:8765/sse?status=401")  # answers 401
+read("http://127.0.0.1:8765/sse?content_type=text/html")  # answers text/html
+read("http://127.0.0.1:8765/sse?status=503")  # answers 503

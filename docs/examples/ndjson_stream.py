@@ -2,8 +2,11 @@
 
 from aikit_transports import HTTPStreamTransport
 
+# The test server (python -m aikit_transports.testing) makes every second line malformed.
+URL = "http://127.0.0.1:8765/ndjson?count=5&malformed_every=2&end=204"
+
 skipped = []
-t = HTTPStreamTransport("https://api.example.com/feed.ndjson")
+t = HTTPStreamTransport(URL)
 t.on("error", lambda error: skipped.append(error.message))  # on the reader thread
 with t:
     for event in t.iter_events(timeout=30):

@@ -5,7 +5,7 @@ import os
 from aikit_transports import ReconnectPolicy, SSETransport
 
 t = SSETransport(
-    "https://api.example.com/v1/chat/completions",
+    "http://127.0.0.1:8765/sse?count=3&data=json&end=sentinel",
     method="POST",
     json={"model": "small", "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
     headers={"Authorization": f"Bearer {os.environ.get('API_TOKEN', 'sk-test')}"},

@@ -4,7 +4,7 @@ import threading
 
 from aikit_transports import SSETransport
 
-t = SSETransport("https://api.example.com/events")
+t = SSETransport("http://127.0.0.1:8765/sse?count=10&delay=0.05&end=sentinel")
 seen = []
 
 
