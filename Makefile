@@ -105,8 +105,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Nitpicky (-n): every cross-reference must resolve; warnings are errors (-W).
 docs: $(STAMP)
-	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+	$(BIN)/sphinx-build -n -W --keep-going -b html docs docs/_build/html
 
 # The benchmark's peers (extra `bench`) go into .venv once; BENCH_ARGS passes options to
 # bench/run.py, e.g. `make bench BENCH_ARGS=--quick` (see `bench/run.py --help`).

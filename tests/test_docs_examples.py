@@ -3,7 +3,8 @@
 Python examples live in ``docs/examples/*.py`` (the pages ``literalinclude`` them) and use the
 addresses of ``python -m aikit_transports.testing``, so that a reader can run each as it is (all
 but the TLS one, whose private CA and host are placeholders); each test swaps those for servers
-of its own on free ports, runs the file and compares what it prints with ``docs/examples/<name>.txt`` (shown in the docs as its output) when there is one
+of its own on free ports, runs the file and compares what it prints with
+``docs/examples/<name>.txt`` (shown in the docs as its output) when there is one
 (``AIKIT_UPDATE_DOC_OUTPUTS=1`` rewrites those files after a deliberate change: review the diff).
 Small API examples are doctests (``>>>``) in the ``.rst`` pages, run by ``doctest``. The Django
 examples (``examples/django_app``) run in ``tests/test_django.py``. The CLI's ``--help`` shown in
