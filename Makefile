@@ -64,8 +64,11 @@ MATRIX_PYTHONS := 3.9.18 3.10.13 3.11.7 3.12.1 3.13.0
 FLOOR_PYTHON := $(firstword $(MATRIX_PYTHONS))
 MATRIX_DIR := .venv-matrix
 MATRIX_EXTRAS := test,testing,django,redis
-# "requests==2.28 websocket-client==1.6.1": install_requires' `>=` lines turned into `==`.
-FLOOR_PINS = $(shell sed -n '/^install_requires *=/,/^[^ ]/s/^ \{1,\}\([A-Za-z0-9_.-]\{1,\}\) *>= *\([0-9][0-9.]*\).*/\1==\2/p' setup.cfg)
+# "requests==2.30 websocket-client==1.9.0": install_requires' `>=` lines turned into `==`, and
+# urllib3 (requests' dependency, which we use directly too) at the oldest version that works
+# (see the comment on install_requires in setup.cfg).
+FLOOR_PINS = $(shell sed -n '/^install_requires *=/,/^[^ ]/s/^ \{1,\}\([A-Za-z0-9_.-]\{1,\}\) *>= *\([0-9][0-9.]*\).*/\1==\2/p' setup.cfg) \
+  urllib3==2.2.0
 
 # $(call matrix-python,VERSION): that pyenv Python, or a clear error when it is not installed.
 matrix-python = $(or $(wildcard $(PYENV_ROOT)/versions/$(1)/bin/python3),$(error Python $(1) is not \
