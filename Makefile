@@ -108,9 +108,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Nitpicky (-n): every cross-reference must resolve; warnings are errors (-W).
+# Nitpicky (-n): every cross-reference must resolve; warnings are errors (-W); -E reads every
+# page again, so that a warning of a page that did not change is not skipped.
 docs: $(STAMP)
-	$(BIN)/sphinx-build -n -W --keep-going -b html docs docs/_build/html
+	$(BIN)/sphinx-build -E -n -W --keep-going -b html docs docs/_build/html
 
 # The benchmark's peers (extra `bench`) go into .venv once; BENCH_ARGS passes options to
 # bench/run.py, e.g. `make bench BENCH_ARGS=--quick` (see `bench/run.py --help`).

@@ -206,6 +206,22 @@ def test_every_example_file_is_run_and_shown() -> None:
             assert f"examples/{output}" in pages, f"the output of {name} is not shown"
 
 
+#: The widest line a code block shows whole on a page (furo, at the default font size); wider
+#: Python would be cut at the right edge. (Plain-text outputs wrap instead: docs/_static.)
+PAGE_COLUMNS = 88
+
+
+def test_shown_code_fits_the_page() -> None:
+    shown = [*EXAMPLES.glob("*.py"), *(ROOT / "examples" / "django_app").rglob("*.py")]
+    too_wide = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in shown
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if len(line) > PAGE_COLUMNS
+    ]
+    assert not too_wide, f"lines over {PAGE_COLUMNS} columns: {too_wide}"
+
+
 _PY_BLOCK = re.compile(r"^( *)\.\. code-block:: (python|pycon|py|python3)\s*$", re.MULTILINE)
 
 #: Pages whose snippets are checked elsewhere, or not yet: shown as skips, never silently.
@@ -260,7 +276,7 @@ class _MetavarOnce(argparse.HelpFormatter):
 
 
 def test_cli_help_in_the_docs_is_the_real_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("COLUMNS", str(PAGE_COLUMNS))
     parser = _parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     listen = sub.choices["listen"]  # type: ignore[attr-defined]

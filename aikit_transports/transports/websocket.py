@@ -154,7 +154,7 @@ class WebSocketTransport(BaseTransport):
     ``ProtocolError``; a malformed frame closes it with 1002. These three are retryable: the
     messages received before them are delivered, and the transport reconnects by its policy.
 
-    Close codes (SPEC §3): 1000, or a close frame without a code, ends the stream (``done``);
+    Close codes: 1000, or a close frame without a code, ends the stream (``done``);
     1001, 1006 (lost), 1011, 1012, 1013 and 1014 reconnect; any other code fails the transport
     with :class:`WebSocketClosed` (``code``, ``reason``). ``close()`` sends 1000 and waits up to
     a second for the server's reply.

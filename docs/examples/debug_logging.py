@@ -3,7 +3,8 @@
 import logging
 import sys
 
-logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(name)s: %(message)s")
+FORMAT = "%(name)s: %(message)s"
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format=FORMAT)
 
 from aikit_transports import SSETransport  # noqa: E402
 

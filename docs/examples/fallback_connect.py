@@ -1,4 +1,4 @@
-"""connect(): the first wire that connects wins (a proxy that blocks WebSocket, for one)."""
+"""connect(): the first wire that connects wins (a proxy may block WebSocket)."""
 
 from aikit_transports import connect
 

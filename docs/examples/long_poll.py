@@ -2,8 +2,8 @@
 
 from aikit_transports import HTTPStreamTransport
 
-# The test server (python -m aikit_transports.testing) answers a first poll with 204, then
-# two events per poll.
+# The test server (python -m aikit_transports.testing) answers the first poll with 204,
+# then two events per poll.
 URL = "http://127.0.0.1:8765/poll?count=6&per_poll=2&empty_polls=1"
 
 t = HTTPStreamTransport(URL, mode="long-poll", poll_interval=0.1)

@@ -1,4 +1,4 @@
-"""Many streams in one process: a manager with shared timers, pools, events and metrics."""
+"""Many streams in one process: a manager shares timers, pools, events and metrics."""
 
 import threading
 from collections import Counter

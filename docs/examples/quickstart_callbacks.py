@@ -1,4 +1,4 @@
-"""Quick start: the same stream with callbacks, which run on the transport's reader thread."""
+"""Quick start: the same stream with callbacks, run on the transport's reader thread."""
 
 import threading
 

@@ -1,4 +1,4 @@
-"""When reconnection attempts run out: ReconnectFailed, whose __cause__ is the last error."""
+"""When attempts run out: ReconnectFailed, whose __cause__ is the last error."""
 
 from aikit_transports import ReconnectFailed, ReconnectPolicy, SSETransport
 

@@ -1,4 +1,4 @@
-"""An LLM-style stream: POST a JSON body with a bearer token, read JSON deltas until [DONE]."""
+"""An LLM-style stream: POST a JSON body with a token, read deltas until [DONE]."""
 
 import os
 
@@ -7,7 +7,7 @@ from aikit_transports import ReconnectPolicy, SSETransport
 t = SSETransport(
     "http://127.0.0.1:8765/sse?count=3&data=json&end=sentinel",
     method="POST",
-    json={"model": "small", "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
+    json={"model": "small", "stream": True, "prompt": "Hi"},
     headers={"Authorization": f"Bearer {os.environ.get('API_TOKEN', 'sk-test')}"},
     idle_timeout=60.0,  # a stream silent for 60 s is stalled: drop it and reconnect
     reconnect=ReconnectPolicy(max_attempts=3),

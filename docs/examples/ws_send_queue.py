@@ -1,4 +1,4 @@
-"""Sends made while not connected wait in a bounded queue and go out, in order, on connect."""
+"""Sends made while not connected wait in a bounded queue, then go out in order."""
 
 from aikit_transports import WebSocketTransport
 
