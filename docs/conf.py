@@ -95,7 +95,7 @@ def _public_bases(app: Any, name: str, obj: Any, options: Any, bases: list[type]
             if ancestor.__name__ == replacement and ancestor not in shown:
                 shown.append(ancestor)
                 break
-    bases[:] = shown or [object]
+    bases[:] = [base for base in shown if base is not object]  # no "Bases: object"
 
 
 # -- every parameter has a description ----------------------------------------------------------
