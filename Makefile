@@ -56,8 +56,8 @@ test-main: $(STAMP) ensure-redis
 # One venv per Python of the classifiers under .venv-matrix/<version> (kept, and re-installed only
 # when setup.cfg, setup.py or pyproject.toml changed, like .venv), plus .venv-matrix/floor: the
 # oldest Python with requests and websocket-client pinned to the floors that install_requires
-# declares (read from setup.cfg, so the floors are written in one place). pip resolves the rest
-# (urllib3, Django, redis, websockets) to what these versions accept.
+# declares (read from setup.cfg, so the floors are written in one place) and urllib3 pinned below.
+# pip resolves the rest (Django, redis, websockets) to what these versions accept.
 # `make test-matrix` runs the suite on each in turn; `make test-floor` only on the floor venv.
 PYENV_ROOT ?= $(HOME)/.pyenv
 MATRIX_PYTHONS := 3.9.18 3.10.13 3.11.7 3.12.1 3.13.0
@@ -75,9 +75,10 @@ matrix-python = $(or $(wildcard $(PYENV_ROOT)/versions/$(1)/bin/python3),$(error
   installed at $(PYENV_ROOT)/versions/$(1) (the support matrix needs it: `pyenv install $(1)`, \
   or PYENV_ROOT=... for another root)))
 
-# $(1): venv directory, $(2): Python version, $(3): extra requirements (the floor pins).
+# $(1): venv directory, $(2): Python version, $(3): extra requirements (the floor pins),
+# $(4): more files whose change means a re-install.
 define matrix-venv
-$(1)/.aikit-installed: setup.cfg setup.py pyproject.toml
+$(1)/.aikit-installed: setup.cfg setup.py pyproject.toml $(4)
 	@test -x $(1)/bin/python || { echo "creating $(1) (Python $(2))"; \
 	  $$(call matrix-python,$(2)) -m venv $(1); }
 	@echo "installing aikit-transports (editable) with extras [$(MATRIX_EXTRAS)] $(3) into $(1)"
@@ -88,7 +89,7 @@ $(1)/.aikit-installed: setup.cfg setup.py pyproject.toml
 endef
 
 $(foreach v,$(MATRIX_PYTHONS),$(eval $(call matrix-venv,$(MATRIX_DIR)/$(v),$(v),)))
-$(eval $(call matrix-venv,$(MATRIX_DIR)/floor,$(FLOOR_PYTHON),$(FLOOR_PINS)))
+$(eval $(call matrix-venv,$(MATRIX_DIR)/floor,$(FLOOR_PYTHON),$(FLOOR_PINS),Makefile))
 
 test-floor: $(MATRIX_DIR)/floor/.aikit-installed ensure-redis
 	@echo "== Python $(FLOOR_PYTHON) with the lowest supported $(FLOOR_PINS)"
