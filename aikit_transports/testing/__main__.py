@@ -3,7 +3,7 @@ in the foreground.
 
 SSE, NDJSON and long-poll are served by :class:`StreamServer` on ``--port`` (8765), WebSocket by
 :class:`WebSocketServer` on ``--ws-port`` (the next port, 8766) when ``websockets`` (the
-``testing`` extra) is installed. Both print the URLs to try, and stop on Ctrl-C or SIGTERM.
+``testing`` extra) is installed. It prints the URLs to try, and stops on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import contextlib
 import logging
 import signal
 import threading
-from typing import Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional
 
 from .exchange import RecordedRequest, RouteHandler, StreamWriter
 from .server import StreamServer
+
+if TYPE_CHECKING:
+    from .ws import WebSocketServer
 
 logger = logging.getLogger("aikit_transports.testing")
 
@@ -43,16 +46,15 @@ _NO_WEBSOCKETS = (
 
 
 @contextlib.contextmanager
-def _websocket_server(host: str, port: int) -> Iterator[Optional[Tuple[str, List[str]]]]:
-    """The WebSocket server on ``port`` while the block runs: its base URL and example URLs
-    (``None`` without ``websockets``)."""
+def _websocket_server(host: str, port: int) -> Iterator[Optional[WebSocketServer]]:
+    """The WebSocket server on ``port`` while the block runs (``None`` without ``websockets``)."""
     try:
         from .ws import WebSocketServer
     except ImportError:
         yield None
         return
     with WebSocketServer(host=host, port=port) as server:
-        yield server.url(""), [server.url(path) for path, _ in _WS_EXAMPLES]
+        yield server
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -78,8 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     if not args.verbose:  # `websockets` logs each start and stop at INFO
         logging.getLogger("aikit_transports.testing.ws").setLevel(logging.WARNING)
-    with StreamServer(args.host, args.port) as server, contextlib.ExitStack() as stack:
-        websocket = stack.enter_context(_websocket_server(args.host, ws_port))
+    websocket_side = _websocket_server(args.host, ws_port)
+    with StreamServer(args.host, args.port) as server, websocket_side as websocket:
         logger.info("aikit-transports test server at %s (Ctrl-C stops it)", server.base_url)
         for example in _EXAMPLES:
             logger.info("  try %s", server.url(example))
@@ -87,12 +89,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             logger.info(_NO_WEBSOCKETS)
             hint = _NO_WEBSOCKETS
         else:
-            ws_base, ws_examples = websocket
-            logger.info("WebSocket endpoints at %s", ws_base)
-            width = max(map(len, ws_examples))
-            for url, (_, what) in zip(ws_examples, _WS_EXAMPLES):
+            logger.info("WebSocket endpoints at %s", websocket.url(""))
+            urls = [websocket.url(path) for path, _ in _WS_EXAMPLES]
+            width = max(map(len, urls))
+            for url, (_, what) in zip(urls, _WS_EXAMPLES):
                 logger.info("  try %-*s  %s", width, url, what)
-            hint = f"WebSocket endpoints are on another port: {ws_base}/echo, /stream, /drop"
+            hint = f"WebSocket endpoints are on another port: {websocket.url()}, /stream, /drop"
         server.route("/ws", _hint(hint))
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
