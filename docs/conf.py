@@ -262,7 +262,7 @@ def _check_parameters(
         )
     for param in sorted(expected - missing):
         logger.warning(
-            "parameter %r of %s is described now: take it out of PARAMS_TO_DESCRIBE in conf.py",
+            "parameter %r of %s is described now (or gone): take it out of _TO_DESCRIBE in docs/conf.py",
             param,
             name,
             location=(app.env.docname, None),
@@ -294,18 +294,17 @@ def _candidates(target: str, module: str, cls: str) -> list[str]:
         names += [".".join([*parts[:i], target]) for i in range(len(parts), 0, -1)]
     found = []
     for name in names:
-        parts = name.split(".")
-        # a shorter module path that re-exports it: a.b.c.X -> a.b.X -> a.X
-        for cut in range(len(parts) - 1, 0, -1):
-            head, tail = parts[:cut], parts[-1:]
-            for keep in range(len(head), 0, -1):
-                found.append(".".join(head[:keep] + tail))
+        head, _, last = name.rpartition(".")
+        parts = head.split(".")
+        # as a package re-exports it: a.b.c.X -> a.b.X -> a.X
+        found += [".".join([*parts[:keep], last]) for keep in range(len(parts), 0, -1)]
         found += _defining_classes(name)
     return found
 
 
 def _defining_classes(name: str) -> list[str]:
-    """``pkg.Class.member`` as ``pkg.Base.member`` for each base class of ``Class``."""
+    """``pkg.mod.Class.member`` as ``pkg.mod.Base.member`` and ``pkg.Base.member`` for each
+    base class of ``Class`` that defines ``member``."""
     owner, _, member = name.rpartition(".")
     module_name, _, class_name = owner.rpartition(".")
     if not (module_name and member and class_name):
@@ -317,15 +316,14 @@ def _defining_classes(name: str) -> list[str]:
     cls = getattr(module, class_name, None)
     if not inspect.isclass(cls):
         return []
-    return [
-        f"{base.__module__}.{base.__qualname__}.{member}"
-        for base in cls.__mro__[1:]
-        if member in vars(base)
-    ] + [
-        f"{base.__module__.rsplit('.', 1)[0]}.{base.__qualname__}.{member}"
-        for base in cls.__mro__[1:]
-        if member in vars(base)
-    ]
+    found = []
+    for base in cls.__mro__[1:]:
+        if member in vars(base):
+            package = base.__module__.rsplit(".", 1)[0]
+            found += [
+                f"{where}.{base.__qualname__}.{member}" for where in (base.__module__, package)
+            ]
+    return found
 
 
 def _is_foreign(target: str, module: str, cls: str) -> bool:
