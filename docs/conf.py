@@ -262,7 +262,8 @@ def _check_parameters(
         )
     for param in sorted(expected - missing):
         logger.warning(
-            "parameter %r of %s is described now (or gone): take it out of _TO_DESCRIBE in docs/conf.py",
+            "parameter %r of %s is described now (or gone): "
+            "take it out of _TO_DESCRIBE in docs/conf.py",
             param,
             name,
             location=(app.env.docname, None),
