@@ -10,7 +10,8 @@ STAMP := $(VENV)/.aikit-installed
 EXTRAS := test,dev,docs,django,redis,testing
 PYTEST_ARGS ?=
 
-.PHONY: all demo test lint typecheck docs bench bench-redis clean distclean ensure-redis install
+.PHONY: all demo test test-main test-floor test-matrix lint typecheck docs bench bench-redis clean \
+	distclean ensure-redis install
 
 all: lint typecheck test
 
@@ -43,8 +44,64 @@ ensure-redis:
 	  fi; \
 	fi
 
-test: $(STAMP) ensure-redis
+# `make test` (what CI runs) is the main suite on .venv's Python, then the same suite on the oldest
+# supported Python with the lowest declared versions of the runtime dependencies (test-floor), so
+# neither the 3.9 support nor a floor in setup.cfg can silently rot.
+test: test-main test-floor
+
+test-main: $(STAMP) ensure-redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# --- the support matrix -------------------------------------------------------------------------
+# One venv per Python of the classifiers under .venv-matrix/<version> (kept, and re-installed only
+# when setup.cfg, setup.py or pyproject.toml changed, like .venv), plus .venv-matrix/floor: the
+# oldest Python with requests and websocket-client pinned to the floors that install_requires
+# declares (read from setup.cfg, so the floors are written in one place) and urllib3 pinned below.
+# pip resolves the rest (Django, redis, websockets) to what these versions accept.
+# `make test-matrix` runs the suite on each in turn; `make test-floor` only on the floor venv.
+PYENV_ROOT ?= $(HOME)/.pyenv
+MATRIX_PYTHONS := 3.9.18 3.10.13 3.11.7 3.12.1 3.13.0
+FLOOR_PYTHON := $(firstword $(MATRIX_PYTHONS))
+MATRIX_DIR := .venv-matrix
+MATRIX_EXTRAS := test,testing,django,redis
+# "requests==2.30 websocket-client==1.9.0": install_requires' `>=` lines turned into `==`, and
+# urllib3 (requests' dependency, which we use directly too) at the oldest version that works
+# (see the comment on install_requires in setup.cfg).
+FLOOR_PINS = $(shell sed -n '/^install_requires *=/,/^[^ ]/s/^ \{1,\}\([A-Za-z0-9_.-]\{1,\}\) *>= *\([0-9][0-9.]*\).*/\1==\2/p' setup.cfg) \
+  urllib3==2.2.0
+
+# $(call matrix-python,VERSION): that pyenv Python, or a clear error when it is not installed.
+matrix-python = $(or $(wildcard $(PYENV_ROOT)/versions/$(1)/bin/python3),$(error Python $(1) is not \
+  installed at $(PYENV_ROOT)/versions/$(1) (the support matrix needs it: `pyenv install $(1)`, \
+  or PYENV_ROOT=... for another root)))
+
+# $(1): venv directory, $(2): Python version, $(3): extra requirements (the floor pins),
+# $(4): more files whose change means a re-install.
+define matrix-venv
+$(1)/.aikit-installed: setup.cfg setup.py pyproject.toml $(4)
+	@test -x $(1)/bin/python || { echo "creating $(1) (Python $(2))"; \
+	  $$(call matrix-python,$(2)) -m venv $(1); }
+	@echo "installing aikit-transports (editable) with extras [$(MATRIX_EXTRAS)] $(3) into $(1)"
+	set -o pipefail; $(1)/bin/python -m pip install --quiet -e '.[$(MATRIX_EXTRAS)]' $(3) 2>&1 \
+	  | { grep -v -e 'is ignored: it is neither a file nor a directory' -e 'new release of pip' \
+	      -e 'pip install --upgrade pip' || true; }
+	touch $$@
+endef
+
+$(foreach v,$(MATRIX_PYTHONS),$(eval $(call matrix-venv,$(MATRIX_DIR)/$(v),$(v),)))
+$(eval $(call matrix-venv,$(MATRIX_DIR)/floor,$(FLOOR_PYTHON),$(FLOOR_PINS),Makefile))
+
+test-floor: $(MATRIX_DIR)/floor/.aikit-installed ensure-redis
+	@echo "== Python $(FLOOR_PYTHON) with the lowest supported $(FLOOR_PINS)"
+	$(MATRIX_DIR)/floor/bin/python -m pytest $(PYTEST_ARGS)
+
+# Every Python of the classifiers, then the floors; one at a time, stopping at the first failure
+# (`make -k test-matrix` runs them all and reports each).
+test-matrix: $(foreach v,$(MATRIX_PYTHONS),test-matrix-$(v)) test-floor
+
+test-matrix-%: $(MATRIX_DIR)/%/.aikit-installed ensure-redis
+	@echo "== Python $*"
+	$(MATRIX_DIR)/$*/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check aikit_transports tests bench
@@ -52,8 +109,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Nitpicky (-n): every cross-reference must resolve; warnings are errors (-W); -E reads every
+# page again, so that a warning of a page that did not change is not skipped.
 docs: $(STAMP)
-	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+	$(BIN)/sphinx-build -E -n -W --keep-going -b html docs docs/_build/html
 
 # The benchmark's peers (extra `bench`) go into .venv once; BENCH_ARGS passes options to
 # bench/run.py, e.g. `make bench BENCH_ARGS=--quick` (see `bench/run.py --help`).
@@ -80,4 +139,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MATRIX_DIR)

@@ -23,9 +23,13 @@ T = TypeVar("T")
 class BackpressureInfo:
     """The state of a buffer when it crossed a water mark."""
 
+    #: Items buffered at that moment.
     size: int
+    #: The buffer's capacity (:attr:`BufferConfig.max_size`).
     max_size: int
+    #: Its overflow strategy.
     strategy: BufferStrategy
+    #: Items dropped by the strategy so far (``drop-oldest``, ``drop-newest``).
     dropped: int
 
 
@@ -36,6 +40,11 @@ class MessageBuffer(Generic[T]):
     ``drop-oldest`` / ``drop-newest`` discard and count, ``unlimited`` never refuses.
     ``on_backpressure`` / ``on_drain`` are called, outside the lock, by the thread whose
     put or get crossed the high or low water mark.
+
+    :param config: size, strategy and water marks (``None``: the :class:`BufferConfig` defaults).
+    :param on_backpressure: ``on_backpressure(info)``, called when the buffer fills to its high
+        water mark.
+    :param on_drain: ``on_drain(info)``, called when it falls back to its low water mark.
     """
 
     def __init__(
@@ -77,7 +86,11 @@ class MessageBuffer(Generic[T]):
         return self._closed
 
     def put(self, item: T, timeout: Optional[float] = None) -> bool:
-        """Add ``item``; ``False`` when the strategy dropped it (or a ``block`` wait timed out)."""
+        """Add ``item``; ``False`` when the strategy dropped it (or a ``block`` wait timed out).
+
+        :param item: what to add.
+        :param timeout: with ``block``, the longest wait for room in seconds (``None``: no limit).
+        """
         return self.put_many((item,), timeout) == 1
 
     def put_many(self, items: Sequence[T], timeout: Optional[float] = None) -> int:
@@ -85,6 +98,9 @@ class MessageBuffer(Generic[T]):
 
         With ``block`` it waits for room until everything is stored, ``timeout`` runs out or
         :meth:`interrupt_put` is called. Raises ``TransportClosedError`` once closed.
+
+        :param items: what to add, oldest first.
+        :param timeout: with ``block``, the longest wait for room in seconds (``None``: no limit).
         """
         count = len(items)
         crossed = False
@@ -166,7 +182,10 @@ class MessageBuffer(Generic[T]):
 
     def get(self, timeout: Optional[float] = None) -> T:
         """Remove and return the oldest item; ``queue.Empty`` after ``timeout``,
-        ``TransportClosedError`` once closed and empty."""
+        ``TransportClosedError`` once closed and empty.
+
+        :param timeout: the longest wait for an item in seconds (``None``: no limit).
+        """
         with self._mutex:
             self._wait_for_items(timeout)
             item = self._items.popleft()
@@ -178,7 +197,12 @@ class MessageBuffer(Generic[T]):
     def get_batch(
         self, timeout: Optional[float] = None, max_items: Optional[int] = None
     ) -> list[T]:
-        """Remove and return every waiting item (at most ``max_items``), waiting for the first."""
+        """Remove and return every waiting item (at most ``max_items``), waiting for the first.
+
+        :param timeout: the longest wait for the first item in seconds (``None``: no limit);
+            then ``queue.Empty``.
+        :param max_items: the most items returned (``None``: all that are waiting).
+        """
         with self._mutex:
             self._wait_for_items(timeout)
             buf = self._items
@@ -225,7 +249,10 @@ class MessageBuffer(Generic[T]):
 
     def requeue(self, items: Sequence[T]) -> None:
         """Put ``items`` back at the head, in order (a consumer stopped in the middle of a
-        batch it had taken). Never dropped, even past ``max_size`` or after :meth:`close`."""
+        batch it had taken). Never dropped, even past ``max_size`` or after :meth:`close`.
+
+        :param items: the items taken and not handled, oldest first.
+        """
         with self._mutex:
             self._items.extendleft(reversed(items))
             self._not_empty.notify_all()

@@ -97,9 +97,14 @@ class BufferConfig:
     ``max_size``), ``drain`` when it falls back to ``low_water_mark``.
     """
 
+    #: The most events held for one consumer.
     max_size: int = 1000
+    #: What a full buffer does: ``block`` the reader, ``drop-oldest``, ``drop-newest`` or
+    #: ``unlimited`` (a :class:`BufferStrategy` or its value).
     strategy: Union[BufferStrategy, str] = BufferStrategy.BLOCK
+    #: The fill (a fraction of ``max_size``) at which ``backpressure`` is emitted.
     high_water_mark: float = 0.8
+    #: The fill at which ``drain`` follows.
     low_water_mark: float = 0.5
 
     def __post_init__(self) -> None:

@@ -58,6 +58,12 @@ class TransportError(Exception):
 
     ``retryable`` tells the reconnection policy whether trying again may help.
     The URL is always stored redacted (see :func:`aikit_transports.redact.redact_url`).
+
+    :param message: what happened, in one sentence (``error.message``).
+    :param transport_id: the id of the transport it happened to.
+    :param url: the URL it was connected or connecting to, stored redacted.
+    :param attempt: the connection attempt it happened in (1-based).
+    :param retryable: whether trying again may help (``None``: the class's default).
     """
 
     retryable: bool = False
@@ -82,7 +88,12 @@ class TransportError(Exception):
     def with_context(
         self, *, transport_id: Optional[str], url: Optional[str], attempt: Optional[int]
     ) -> TransportError:
-        """Fill in the context fields that are still empty; returns ``self``."""
+        """Fill in the context fields that are still empty; returns ``self``.
+
+        :param transport_id: the transport's id.
+        :param url: its URL (redacted here).
+        :param attempt: the attempt.
+        """
         if self.transport_id is None:
             self.transport_id = transport_id
         if self.url is None:
@@ -169,7 +180,7 @@ class HTTPStatusError(TransportError):
 class WebSocketClosed(TransportError):
     """The WebSocket ended with a close code (1006 when it was lost without a close frame).
 
-    ``code`` and ``reason`` are the server's; ``retryable`` follows SPEC §3 (1001, 1006, 1011,
+    ``code`` and ``reason`` are the server's; ``retryable`` follows the code (1001, 1006, 1011,
     1012, 1013 and 1014 reconnect; other codes fail the transport).
     """
 

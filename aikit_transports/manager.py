@@ -170,7 +170,7 @@ class TransportManager:
     The ``event`` forwarder is registered on a transport only while the manager has ``event``
     listeners (added to every transport when the first one comes, removed with the last). A
     forwarder is a consumer of the transport: while none exists, events arriving between
-    ``t.connect()`` and ``t.iter_events()`` wait for that first iterator (SPEC §2); an
+    ``t.connect()`` and ``t.iter_events()`` wait for that first iterator (see ``iter_events``); an
     always-registered forwarder would take that buffer away and buffer events for nobody.
     With manager ``event`` listeners, each transport's iterators get the events from the moment
     they start, like any second consumer.

@@ -81,9 +81,13 @@ class TransportMetrics:
 class TransportHealth:
     """``status`` is ``"healthy"``, ``"degraded"`` or ``"unhealthy"``; ``reason`` says why."""
 
+    #: ``"healthy"``, ``"degraded"`` or ``"unhealthy"``.
     status: str
+    #: The transport's state.
     state: TransportState
+    #: Seconds since the last traffic arrived (``None``: none yet).
     idle_seconds: Optional[float]
+    #: Why it is not healthy (``None`` when it is).
     reason: Optional[str] = None
 
 

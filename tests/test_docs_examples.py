@@ -1,8 +1,10 @@
 """Every code example of the docs runs here, against the local servers.
 
-Python examples live in ``docs/examples/*.py`` (the pages ``literalinclude`` them) and use
-realistic URLs; each test swaps those for local endpoints, runs the file and compares what it
-prints with ``docs/examples/<name>.txt`` (shown in the docs as its output) when there is one
+Python examples live in ``docs/examples/*.py`` (the pages ``literalinclude`` them) and use the
+addresses of ``python -m aikit_transports.testing``, so that a reader can run each as it is (all
+but the TLS one, whose private CA and host are placeholders); each test swaps those for servers
+of its own on free ports, runs the file and compares what it prints with
+``docs/examples/<name>.txt`` (shown in the docs as its output) when there is one
 (``AIKIT_UPDATE_DOC_OUTPUTS=1`` rewrites those files after a deliberate change: review the diff).
 Small API examples are doctests (``>>>``) in the ``.rst`` pages, run by ``doctest``. The Django
 examples (``examples/django_app``) run in ``tests/test_django.py``. The CLI's ``--help`` shown in
@@ -11,6 +13,7 @@ examples (``examples/django_app``) run in ``tests/test_django.py``. The CLI's ``
 
 from __future__ import annotations
 
+import argparse
 import doctest
 import os
 import re
@@ -41,14 +44,20 @@ class Servers:
     ca_path: str = ""
 
 
+#: Where ``python -m aikit_transports.testing`` serves, which is what the examples use: each test
+#: runs them against servers of its own on free ports instead.
+HTTP_BASE = "http://127.0.0.1:8765"
+WS_BASE = "ws://127.0.0.1:8766"
+
+
 @dataclass
 class Example:
-    """How to run one example: placeholder → local URL, and how to check what it printed."""
+    """How to run one example, and how to check what it printed."""
 
-    urls: Callable[[Servers], dict[str, str]]
     runs: int = 1
     subprocess: bool = False
-    tls: bool = False
+    #: Placeholders the local test server cannot stand for (TLS with a private CA) → local URL.
+    tls: Optional[Callable[[Servers], dict[str, str]]] = None
     check: Optional[Callable[[list[str]], None]] = None
     needs: tuple[str, ...] = field(default_factory=tuple)
     #: The file of the expected output, when it is not ``<name>.txt`` (the same as another's).
@@ -69,115 +78,41 @@ def _check_resume(outputs: list[str]) -> None:
 
 
 CASES: dict[str, Example] = {
-    "quickstart_iterate.py": Example(lambda s: {"http://127.0.0.1:8765": s.http.base_url}),
-    "quickstart_callbacks.py": Example(lambda s: {"http://127.0.0.1:8765": s.http.base_url}),
-    "llm_openai.py": Example(
-        lambda s: {"https://api.example.com/v1/chat/completions": s.http.url("/llm")}
-    ),
-    "llm_anthropic.py": Example(
-        lambda s: {"https://api.example.com/v1/messages": s.http.url("/llm?style=anthropic")}
-    ),
-    "llm_cut.py": Example(
-        lambda s: {"https://api.example.com/v1/chat/completions": s.http.url("/llm?cut_after=3")}
-    ),
-    "llm_resume.py": Example(
-        lambda s: {
-            "https://api.example.com/v1/chat/completions": s.http.url("/llm?ids=1&cut_after=3")
-        }
-    ),
-    "sse_resume.py": Example(
-        lambda s: {"https://stream.example.com/events": s.http.url("/sse?count=5&end=sentinel")},
-        runs=2,
-        check=_check_resume,
-    ),
-    "ws_json.py": Example(lambda s: {"wss://echo.example.com/ws": s.ws.url("/echo")}),
-    "ws_send_queue.py": Example(lambda s: {"wss://echo.example.com/ws": s.ws.url("/echo")}),
-    "ndjson_stream.py": Example(
-        lambda s: {
-            "https://api.example.com/feed.ndjson": s.http.url(
-                "/ndjson?count=5&malformed_every=2&end=204"
-            )
-        }
-    ),
-    "long_poll.py": Example(
-        lambda s: {
-            "https://api.example.com/updates": s.http.url("/poll?count=6&per_poll=2&empty_polls=1")
-        }
-    ),
-    "reconnect_give_up.py": Example(
-        lambda s: {"https://flaky.example.com/events": s.http.url("/sse?status=503")}
-    ),
-    "backpressure_drop_oldest.py": Example(
-        lambda s: {"https://feed.example.com/prices": s.http.url("/sse?count=2000&end=204")}
-    ),
-    "manager_many.py": Example(
-        lambda s: {
-            "https://api.example.com/a/events": s.http.url("/sse?count=5&end=sentinel&feed=a"),
-            "https://api.example.com/b/events": s.http.url("/sse?count=5&end=sentinel&feed=b"),
-            "wss://api.example.com/ws": s.ws.url("/stream?count=5"),
-        }
-    ),
-    "fallback_connect.py": Example(
-        lambda s: {"https://api.example.com/live": s.http.url("/sse?count=3&end=sentinel")}
-    ),
-    "threading_callbacks.py": Example(
-        lambda s: {
-            "https://api.example.com/events": s.http.url("/sse?count=10&delay=0.05&end=sentinel")
-        }
-    ),
-    "errors_handling.py": Example(
-        lambda s: {
-            "https://api.example.com/private": s.http.url("/sse?status=401"),
-            "https://api.example.com/index.html": s.http.url("/sse?content_type=text/html"),
-            "https://api.example.com/busy": s.http.url("/sse?status=503"),
-        }
-    ),
+    "quickstart_iterate.py": Example(),
+    "quickstart_callbacks.py": Example(),
+    "llm_openai.py": Example(),
+    "llm_anthropic.py": Example(),
+    "llm_cut.py": Example(),
+    "llm_resume.py": Example(),
+    "sse_resume.py": Example(runs=2, check=_check_resume),
+    "ws_json.py": Example(),
+    "ws_send_queue.py": Example(),
+    "ndjson_stream.py": Example(),
+    "long_poll.py": Example(),
+    "reconnect_give_up.py": Example(),
+    "backpressure_drop_oldest.py": Example(),
+    "manager_many.py": Example(),
+    "fallback_connect.py": Example(),
+    "threading_callbacks.py": Example(),
+    "errors_handling.py": Example(),
     "security_tls.py": Example(
-        lambda s: {
+        tls=lambda s: {
             "wss://internal.example.com/ws": s.tls.url("/echo") if s.tls else "",
             "/etc/ssl/internal-ca.pem": s.ca_path,
         },
-        tls=True,
     ),
     "debug_logging.py": Example(
-        lambda s: {
-            "https://api.example.com/events?api_key=abc123": s.http.url(
-                "/sse?count=2&end=sentinel&api_key=abc123"
-            )
-        },
         subprocess=True,  # it configures logging for the whole process
         check=_check_debug_log,
     ),
     "migrate_sseclient_before.py": Example(
-        lambda s: {"https://stream.example.com/events": s.http.url("/sse?count=3&end=204")},
-        needs=("sseclient",),
-        output="migrate_sseclient_after.txt",
+        needs=("sseclient",), output="migrate_sseclient_after.txt"
     ),
-    "migrate_sseclient_after.py": Example(
-        lambda s: {"https://stream.example.com/events": s.http.url("/sse?count=3&end=204")}
-    ),
-    "migrate_iter_lines_before.py": Example(
-        lambda s: {
-            "https://api.example.com/v1/chat/completions": s.http.url(
-                "/sse?count=3&data=json&end=sentinel"
-            )
-        },
-        output="migrate_iter_lines_after.txt",
-    ),
-    "migrate_iter_lines_after.py": Example(
-        lambda s: {
-            "https://api.example.com/v1/chat/completions": s.http.url(
-                "/sse?count=3&data=json&end=sentinel"
-            )
-        }
-    ),
-    "migrate_websocketapp_before.py": Example(
-        lambda s: {"wss://api.example.com/ws": s.ws.url("/stream?count=3")},
-        output="migrate_websocketapp_after.txt",
-    ),
-    "migrate_websocketapp_after.py": Example(
-        lambda s: {"wss://api.example.com/ws": s.ws.url("/stream?count=3")}
-    ),
+    "migrate_sseclient_after.py": Example(),
+    "migrate_iter_lines_before.py": Example(output="migrate_iter_lines_after.txt"),
+    "migrate_iter_lines_after.py": Example(),
+    "migrate_websocketapp_before.py": Example(output="migrate_websocketapp_after.txt"),
+    "migrate_websocketapp_after.py": Example(),
 }
 
 
@@ -199,10 +134,16 @@ def tls_servers(servers: Servers, tmp_path: Path) -> Iterator[Servers]:
         yield Servers(servers.http, servers.ws, tls, str(ca_path))
 
 
-def _source(name: str, urls: dict[str, str]) -> str:
+def _source(name: str, case: Example, servers: Servers) -> str:
+    """The example with the test server's addresses swapped for those of this test's servers."""
     source = (EXAMPLES / name).read_text(encoding="utf-8")
+    urls = (
+        case.tls(servers)
+        if case.tls
+        else {HTTP_BASE: servers.http.base_url, WS_BASE: servers.ws.url("")}
+    )
+    assert any(url in source for url in urls), f"{name} uses none of {sorted(urls)}"
     for placeholder, local in urls.items():
-        assert placeholder in source, f"{name} no longer contains {placeholder!r}"
         source = source.replace(placeholder, local)
     return source
 
@@ -239,7 +180,7 @@ def test_docs_example(
         pytest.importorskip(module)
     servers: Servers = request.getfixturevalue("tls_servers" if case.tls else "servers")
     monkeypatch.chdir(tmp_path)
-    source = _source(name, case.urls(servers))
+    source = _source(name, case, servers)
     outputs = []
     for _ in range(case.runs):
         if case.subprocess:
@@ -266,6 +207,22 @@ def test_every_example_file_is_run_and_shown() -> None:
         output = name.replace(".py", ".txt")
         if (EXAMPLES / output).exists():
             assert f"examples/{output}" in pages, f"the output of {name} is not shown"
+
+
+#: The widest line a code block shows whole on a page (furo, at the default font size); wider
+#: Python would be cut at the right edge. (Plain-text outputs wrap instead: docs/_static.)
+PAGE_COLUMNS = 88
+
+
+def test_shown_code_fits_the_page() -> None:
+    shown = [*EXAMPLES.glob("*.py"), *(ROOT / "examples" / "django_app").rglob("*.py")]
+    too_wide = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in shown
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if len(line) > PAGE_COLUMNS
+    ]
+    assert not too_wide, f"lines over {PAGE_COLUMNS} columns: {too_wide}"
 
 
 _PY_BLOCK = re.compile(r"^( *)\.\. code-block:: (python|pycon|py|python3)\s*$", re.MULTILINE)
@@ -303,11 +260,31 @@ def test_doctests_in_the_pages(page: str) -> None:
     assert result.failed == 0, f"{result.failed} doctest(s) failed in {page} (see the output)"
 
 
+class _MetavarOnce(argparse.HelpFormatter):
+    """The help as argparse of Python 3.13 lays it out, on older Pythons too.
+
+    As of 3.13 an option's value is named once (``-H, --header 'NAME: VALUE'``), where older
+    versions repeat it after each spelling (``-H 'NAME: VALUE', --header 'NAME: VALUE'``); and
+    3.9 heads the options "optional arguments:". The page shows the 3.13 form, so the comparison
+    checks the options and their help, not the argparse version."""
+
+    def start_section(self, heading: Optional[str]) -> None:
+        super().start_section("options" if heading == "optional arguments" else heading)
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        value = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return ", ".join(action.option_strings) + " " + value
+
+
 def test_cli_help_in_the_docs_is_the_real_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.setenv("COLUMNS", str(PAGE_COLUMNS))
     parser = _parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     listen = sub.choices["listen"]  # type: ignore[attr-defined]
+    if sys.version_info < (3, 13):  # the same layout on every Python (see _MetavarOnce)
+        listen.formatter_class = type("Formatter", (_MetavarOnce, listen.formatter_class), {})
     real = listen.format_help()
     path = DOCS / "cli_listen_help.txt"
     if os.environ.get("AIKIT_UPDATE_DOC_OUTPUTS") == "1":

@@ -18,7 +18,9 @@ pytest.importorskip("redis")
 from django.conf import settings  # noqa: E402
 
 if not settings.configured:  # test_django.py may have configured Django already
-    settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, USE_TZ=True)
+    settings.configure(  # LOGGING_CONFIG=None: see test_django.py
+        DEBUG=False, ALLOWED_HOSTS=["*"], ROOT_URLCONF=__name__, USE_TZ=True, LOGGING_CONFIG=None
+    )
     django.setup()
 
 from django.core.management.base import CommandError  # noqa: E402

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
+import websocket
 
 from aikit_transports.testing import (
     HTTPError,
@@ -678,6 +679,40 @@ def test_module_runs_the_server_in_the_foreground(stop_signal: int) -> None:
             response = get(match.group(1) + "/sse?count=2")
             assert sse_ids(response.text) == [1, 2]
             process.send_signal(stop_signal)  # SIGINT: as Ctrl-C
+            assert process.wait(TIMEOUT) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_module_serves_websocket_on_the_next_port() -> None:
+    command = [sys.executable, "-m", "aikit_transports.testing", "--port", "0"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            lines = iter(process.stderr.readline, "")
+            http = next(m for m in map(re.compile(r"(http://127\.0\.0\.1:\d+)").search, lines) if m)
+            ws = next(m for m in map(re.compile(r"WebSocket .* (ws://\S+)").search, lines) if m)
+            printed = {next(lines).split("try ")[1].split()[0] for _ in range(4)}
+            assert printed == {
+                ws.group(1) + path
+                for path in (
+                    "/echo",
+                    "/stream?count=20&interval=0.5",
+                    "/stream?count=50&drop_every=10",
+                    "/drop?after=3",
+                )
+            }
+            conn = websocket.create_connection(ws.group(1) + "/echo", timeout=TIMEOUT)
+            try:
+                conn.send("ping")
+                assert conn.recv() == "ping"
+            finally:
+                conn.close()
+            hint = get(http.group(1) + "/ws")
+            assert hint.status_code == 404 and f"{ws.group(1)}/echo" in hint.text
+            process.send_signal(signal.SIGTERM)
             assert process.wait(TIMEOUT) == 0
         finally:
             if process.poll() is None:

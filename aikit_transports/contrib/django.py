@@ -68,6 +68,8 @@ def encode_sse(event: Any) -> bytes:
     JSON (``default=str``). Anything that is not an :class:`~aikit_transports.Event` is sent as
     the data of a ``message``. CR, LF and NUL are removed from ids and types, which cannot hold
     them.
+
+    :param event: an :class:`~aikit_transports.Event`, or any value to send as data.
     """
     if not isinstance(event, Event):
         event = Event(data=event)
@@ -108,6 +110,12 @@ def sse_response(
     cannot connect raises its error here, before any byte is sent (so the view can answer with
     an error status); a failure in the middle ends the response (logged on the
     ``aikit_transports.django`` logger).
+
+    :param source: a transport, or any iterable of events.
+    :param keepalive: seconds without an event before a ``: keep-alive`` comment (``None``:
+        never).
+    :param headers: response headers to add or replace.
+    :param close_source: close the source when the response ends.
     """
     if keepalive is not None and (
         isinstance(keepalive, bool) or not isinstance(keepalive, (int, float)) or keepalive <= 0
@@ -335,6 +343,8 @@ def get_manager(**options: Any) -> TransportManager:
     differs from the one it was created with raises ``ValueError`` rather than being ignored. A
     forked child process (pre-forking servers) gets a manager of its own on first use, and so
     does a process whose manager was shut down by hand.
+
+    :param options: keyword arguments of :class:`~aikit_transports.TransportManager`.
     """
     manager = _manager
     if manager is None or _manager_pid != os.getpid() or (manager.closed and not _exiting):

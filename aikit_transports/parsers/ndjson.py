@@ -51,6 +51,10 @@ class NDJSONParser:
     :class:`MessageTooLarge`; the lines before it are returned and all further input is ignored
     until :meth:`reset` (the connection is expected to be dropped). At most about
     ``max_line_bytes`` of a pending line is ever held.
+
+    :param max_line_bytes: the longest line held, as above.
+    :param id_field: the member of a JSON object that holds its id (``None``: no ids).
+    :param transport_id: put into each event and error (``Event.transport_id``).
     """
 
     __slots__ = (
@@ -78,8 +82,11 @@ class NDJSONParser:
     ) -> None:
         if max_line_bytes <= 0:
             raise ValueError(f"max_line_bytes must be a positive integer, not {max_line_bytes!r}")
+        #: The problems of the current response (malformed or over-long lines), in order.
         self.errors: List[ProtocolError] = []
+        #: Lines seen in the current response.
         self.line_number = 0
+        #: The last id seen, kept across :meth:`reset`: the ``Last-Event-ID`` to resume from.
         self.last_id: Optional[str] = None
         self._max_line_bytes = max_line_bytes
         self._id_field = id_field
@@ -107,7 +114,10 @@ class NDJSONParser:
         self.line_number = 0
 
     def feed(self, data: Union[bytes, bytearray, memoryview]) -> List[Event]:
-        """Consume the next bytes of the response; return the events of the lines they complete."""
+        """Consume the next bytes of the response; return the events of the lines they complete.
+
+        :param data: the bytes a read returned, cut anywhere.
+        """
         if self._discarding or not data:
             return []
         if type(data) is not bytes:

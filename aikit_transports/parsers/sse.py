@@ -118,6 +118,10 @@ class SSEParser:
     is appended to ``errors``, the events completed before it are returned, and all input is
     ignored until :meth:`reset`; an endless line is refused as soon as it is too long.
     :meth:`feed` never raises on bad input: invalid UTF-8 becomes U+FFFD.
+
+    :param max_event_bytes: the largest event held, as above.
+    :param last_event_id: the last event ID to start from (a resumed stream's).
+    :param transport_id: put into each event and error (``Event.transport_id``).
     """
 
     __slots__ = (
@@ -173,7 +177,10 @@ class SSEParser:
         self.errors = []
 
     def feed(self, data: bytes) -> list[Event]:
-        """Parse the next chunk of the stream; return the events it completed, in order."""
+        """Parse the next chunk of the stream; return the events it completed, in order.
+
+        :param data: the bytes a read returned, cut anywhere.
+        """
         if self._failed or not data:
             return []
         if self._tail:

@@ -28,7 +28,7 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 
-#: Close codes after which the transport reconnects (SPEC §3); 1000 (and a close frame with no
+#: Close codes after which the transport reconnects; 1000 (and a close frame with no
 #: code, 1005) ends the stream with ``done``; any other code fails the transport.
 RECONNECT_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 NORMAL_CLOSE_CODES = frozenset({1000, 1005})

@@ -11,8 +11,9 @@
 
 Built-in endpoints (``/sse``, ``/ndjson``, ``/poll``, ``/send``, ``/sse-fast``) are scripted by
 query parameters, see :mod:`aikit_transports.testing.endpoints`; :meth:`StreamServer.route` adds
-your own ``handler(request, writer)``. ``python -m aikit_transports.testing`` runs the server in
-the foreground. It uses only the standard library (and ``requests``' case-insensitive dict).
+your own ``handler(request, writer)``. It uses only the standard library (and ``requests``'
+case-insensitive dict). ``python -m aikit_transports.testing`` runs it in the foreground, with
+:class:`WebSocketServer` (the ``testing`` extra) on the next port.
 """
 
 from __future__ import annotations

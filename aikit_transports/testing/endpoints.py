@@ -188,6 +188,9 @@ def sse(request: RecordedRequest, writer: StreamWriter) -> None:
     Extra parameters: ``data`` (``text``: ``event <i>``, or ``json``: ``{"i": i, ...}``),
     ``retry`` (ms, sent first as a ``retry:`` field), ``comment_every=k`` (a ``: keep-alive``
     comment after every event whose id is a multiple of ``k``).
+
+    :param request: the request (its query parameters script the stream).
+    :param writer: the response.
     """
     params = _Params(request.query)
     script = _StreamScript.parse(params, ("eof", "sentinel", "204", "hold"))
@@ -243,6 +246,9 @@ def ndjson(request: RecordedRequest, writer: StreamWriter) -> None:
 
     Extra parameters: ``malformed_every=k`` (a malformed line after every line whose id is a
     multiple of ``k``), ``crlf=1`` (CRLF line ends).
+
+    :param request: the request (its query parameters script the answer).
+    :param writer: the response.
     """
     params = _Params(request.query)
     script = _StreamScript.parse(params, ("eof", "204", "hold"))
@@ -371,7 +377,11 @@ def llm(request: RecordedRequest, writer: StreamWriter) -> None:
 
 def send(request: RecordedRequest, writer: StreamWriter) -> None:
     """``/send``: the body is recorded like every request's; answers 200 ``{"ok": true}``, or
-    the ``status`` asked for (``204`` for no body)."""
+    the ``status`` asked for (``204`` for no body).
+
+    :param request: the request (its query parameters script the answer).
+    :param writer: the response.
+    """
     params = _Params(request.query)
     if _reject_if_asked(params, writer):
         return
@@ -386,7 +396,11 @@ def send(request: RecordedRequest, writer: StreamWriter) -> None:
 def sse_fast(request: RecordedRequest, writer: StreamWriter) -> None:
     """``/sse-fast?count=N&size=S``: ``count`` events of ``size`` payload bytes, rendered in
     batches and written 64 KiB at a time, for benchmarks. Resumes from ``Last-Event-ID``;
-    ``chunked=0`` for a close-delimited body."""
+    ``chunked=0`` for a close-delimited body.
+
+    :param request: the request (its query parameters script the stream).
+    :param writer: the response.
+    """
     params = _Params(request.query)
     count = params.integer("count", 10)
     size = params.integer("size", 16)

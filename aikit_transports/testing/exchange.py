@@ -28,6 +28,12 @@ class RecordedRequest:
     """A request as the server received it (the body is read in full before the route runs).
 
     ``headers`` is a case-insensitive mapping; ``query`` holds the last value of each parameter.
+
+    :param method: the HTTP method (``GET``, ``POST`` ...).
+    :param path: the path, without the query string.
+    :param query: the query parameters.
+    :param headers: the request headers.
+    :param body: the request body, de-chunked.
     """
 
     method: str
@@ -44,7 +50,11 @@ class RecordedRequest:
 
 
 class HTTPError(Exception):
-    """Raised by a route before it sent its status: the server answers ``status``, ``message``."""
+    """Raised by a route before it sent its status: the server answers ``status``, ``message``.
+
+    :param status: the HTTP status to answer.
+    :param message: the text of the answer.
+    """
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -58,6 +68,9 @@ class StreamWriter:
     Every write goes straight to the socket (nothing is buffered), so each piece reaches the
     client as soon as it is written. A write to a client that went away, or after the server
     began closing, raises ``OSError``: the route just ends (the server expects that).
+
+    :param handler: the server's handler of the request (the server creates the writer).
+    :param closing: set when the server begins closing.
     """
 
     def __init__(self, handler: BaseHTTPRequestHandler, closing: threading.Event) -> None:
@@ -93,6 +106,10 @@ class StreamWriter:
         The body framing follows from them: none for 1xx/204/304; as given when ``headers``
         hold ``Content-Length``; ``Transfer-Encoding: chunked`` when ``chunked`` (the default);
         otherwise close-delimited (``Connection: close``, the body ends when the socket closes).
+
+        :param code: the HTTP status.
+        :param headers: response headers.
+        :param chunked: frame the body as chunks (when ``headers`` give no ``Content-Length``).
         """
         if self.started:
             raise RuntimeError("the status of this response was already sent")
@@ -119,7 +136,10 @@ class StreamWriter:
         self.status = code
 
     def write(self, data: bytes) -> None:
-        """Send a piece of the body now: one chunk in chunked mode, the bytes as is otherwise."""
+        """Send a piece of the body now: one chunk in chunked mode, the bytes as is otherwise.
+
+        :param data: the piece.
+        """
         if self._framing is None:
             raise RuntimeError("send_status() must come before write()")
         if self._aborted:
@@ -138,6 +158,8 @@ class StreamWriter:
 
         Before :meth:`send_status` it lets a route write its own status line and headers; the
         connection is closed when the route returns.
+
+        :param data: the bytes.
         """
         if self._aborted:
             raise BrokenPipeError("the connection was closed abruptly")
@@ -166,6 +188,8 @@ class StreamWriter:
         By default the client sees the connection closed (FIN) at once; with ``reset=True`` the
         socket is reset (RST) when the route returns, which may discard data the client has
         not read yet.
+
+        :param reset: send a TCP reset (RST) rather than a normal close (FIN).
         """
         if self._aborted:
             return
@@ -178,12 +202,17 @@ class StreamWriter:
                 self._sock.shutdown(socket.SHUT_RDWR)
 
     def sleep(self, seconds: float) -> bool:
-        """Pause the response; ``False`` (early) when the server is closing."""
+        """Pause the response; ``False`` (early) when the server is closing.
+
+        :param seconds: how long.
+        """
         return not self._closing.wait(seconds)
 
     def hold(self, timeout: Optional[float] = None) -> None:
         """Send nothing but keep the connection open until the client goes away, the server
         closes, or ``timeout`` seconds pass. The route should end (or close abruptly) after it.
+
+        :param timeout: the longest hold in seconds (``None``: no limit).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with selectors.DefaultSelector() as selector:
@@ -206,7 +235,12 @@ class StreamWriter:
     def send_text(
         self, status: int, text: str = "", headers: Optional[Mapping[str, str]] = None
     ) -> None:
-        """A complete short response: ``text`` as ``text/plain`` (no body for 1xx/204/304)."""
+        """A complete short response: ``text`` as ``text/plain`` (no body for 1xx/204/304).
+
+        :param status: the HTTP status.
+        :param text: the body.
+        :param headers: more response headers.
+        """
         headers = dict(headers or {})
         if status < 200 or status in (204, 304):
             self.send_status(status, headers)  # no body, and no headers describing one

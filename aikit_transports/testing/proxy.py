@@ -47,6 +47,13 @@ class FaultProxy:
     each chunk for ``delay`` seconds; ``fragment(True)`` writes one byte at a time;
     ``refuse(True)`` closes new connections at once; ``cut_after(n)`` resets every connection
     once ``n`` more bytes went from the target to the clients. Usable as a context manager.
+
+    :param target_host: the host to forward to.
+    :param target_port: its port.
+    :param host: the address to listen on (a free port is chosen: ``port``).
+    :param http_connect: act as an HTTP proxy: expect a ``CONNECT host:port`` request first
+        (recorded in ``connect_requests``) and answer it with 200.
+    :param ssl_context: serve TLS to clients with this context (the target side stays plain).
     """
 
     def __init__(
@@ -101,7 +108,11 @@ class FaultProxy:
         return asyncio.Event()
 
     def url(self, path: str = "/", scheme: str = "ws") -> str:
-        """``scheme://host:port/path`` through this proxy."""
+        """``scheme://host:port/path`` through this proxy.
+
+        :param path: the path (and query).
+        :param scheme: the URL scheme.
+        """
         return f"{scheme}://{self.host}:{self.port}{path}"
 
     @property
@@ -130,7 +141,10 @@ class FaultProxy:
         """Once ``nbytes`` more bytes went from the target to clients, reset every connection
         (one shot, replacing an earlier one not yet done): a cut at an exact point of a stream,
         whatever the timing. Bytes the proxy still buffered for a client at that moment are lost
-        as in a real reset."""
+        as in a real reset.
+
+        :param nbytes: the bytes still to forward before the cut (at least 1).
+        """
         if nbytes < 1:
             raise ValueError("nbytes must be at least 1")
 
@@ -153,15 +167,24 @@ class FaultProxy:
         self._on_loop(self._forwarding.set)
 
     def slow(self, delay: float) -> None:
-        """Hold every chunk for ``delay`` seconds before forwarding it (0 = off)."""
+        """Hold every chunk for ``delay`` seconds before forwarding it (0 = off).
+
+        :param delay: seconds per chunk.
+        """
         self._delay = max(0.0, float(delay))
 
     def fragment(self, on: bool = True) -> None:
-        """Forward one byte per write (``False`` to forward chunks whole again)."""
+        """Forward one byte per write (``False`` to forward chunks whole again).
+
+        :param on: on or off.
+        """
         self._fragment = bool(on)
 
     def refuse(self, on: bool = True) -> None:
-        """Close new connections as soon as they are accepted (a server that is down)."""
+        """Close new connections as soon as they are accepted (a server that is down).
+
+        :param on: on or off.
+        """
         self._refusing = bool(on)
 
     # -- forwarding ---------------------------------------------------------------------

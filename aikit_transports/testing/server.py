@@ -44,6 +44,9 @@ class StreamServer:
             srv.route("/custom", handler)      # handler(request, writer)
             srv.wait_for_requests(3)
             srv.requests                       # every request received, in order
+
+    :param host: the address to listen on.
+    :param port: the port (``0``: a free one, then in ``port``).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -81,7 +84,10 @@ class StreamServer:
         return f"http://{self.host}:{self.port}"
 
     def url(self, path: str = "/") -> str:
-        """The absolute URL of ``path`` (which may carry a query string) on this server."""
+        """The absolute URL of ``path`` (which may carry a query string) on this server.
+
+        :param path: the path, with a query string if any.
+        """
         return self.base_url + (path if path.startswith("/") else "/" + path)
 
     @property
@@ -91,7 +97,11 @@ class StreamServer:
             return list(self._requests)
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> List[RecordedRequest]:
-        """Block until at least ``n`` requests were received; ``TimeoutError`` after ``timeout``."""
+        """Block until at least ``n`` requests were received; ``TimeoutError`` after ``timeout``.
+
+        :param n: how many requests, counted from the server's start.
+        :param timeout: the longest wait in seconds.
+        """
         with self._requests_changed:
             if not self._requests_changed.wait_for(lambda: len(self._requests) >= n, timeout):
                 raise TimeoutError(
@@ -102,7 +112,12 @@ class StreamServer:
 
     def route(self, path: str, handler: RouteHandler) -> None:
         """Serve ``path`` (exact match, any method, without the query) with ``handler(request,
-        writer)``; replaces a built-in endpoint of the same path."""
+        writer)``; replaces a built-in endpoint of the same path.
+
+        :param path: the path, starting with ``/``.
+        :param handler: ``handler(request, writer)``: a :class:`RecordedRequest` in, the response
+            scripted on the :class:`StreamWriter`.
+        """
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', not {path!r}")
         with self._lock:
@@ -117,6 +132,8 @@ class StreamServer:
 
         Idempotent. A custom route that blocks without using the writer's ``sleep``/``hold``
         cannot be interrupted; it is left behind (logged) after ``timeout`` seconds.
+
+        :param timeout: the longest wait for the connection threads to end, in seconds.
         """
         with self._lock:
             if self._closed:

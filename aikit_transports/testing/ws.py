@@ -75,6 +75,11 @@ class WebSocketServer:
     ``start()`` (or the context manager) starts it; ``url(path)`` gives ``ws://`` (``wss://``
     with an ``ssl_context``) URLs; ``close()`` drops every connection, stops and joins the
     thread promptly.
+
+    :param host: the address to listen on.
+    :param port: the port (``0``: a free one, set in ``port`` by ``start()``).
+    :param ssl_context: serve ``wss://`` with this server-side context.
+    :param subprotocols: the subprotocols accepted, in order of preference.
     """
 
     def __init__(
@@ -164,7 +169,10 @@ class WebSocketServer:
     # -- for tests ----------------------------------------------------------------------
 
     def url(self, path: str = "/echo") -> str:
-        """The URL of ``path`` on this server."""
+        """The URL of ``path`` on this server.
+
+        :param path: the path, with a query string if any.
+        """
         scheme = "wss" if self.ssl_context is not None else "ws"
         return f"{scheme}://{self.host}:{self.port}{path}"
 
@@ -179,7 +187,11 @@ class WebSocketServer:
         return len(self._open)
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
-        """Wait until ``predicate()`` is truthy (re-checked on every server-side change)."""
+        """Wait until ``predicate()`` is truthy (re-checked on every server-side change).
+
+        :param predicate: a function of no arguments, called under the server's lock.
+        :param timeout: the longest wait in seconds; then ``TimeoutError``.
+        """
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
@@ -206,7 +218,10 @@ class WebSocketServer:
         return thread.run(kill)
 
     def refuse(self, status: Optional[int] = 503) -> None:
-        """Refuse new handshakes with HTTP ``status`` (``None``: accept again)."""
+        """Refuse new handshakes with HTTP ``status`` (``None``: accept again).
+
+        :param status: the status to refuse with, or ``None``.
+        """
         self._refuse_status = status
 
     def _notify(self) -> None:

@@ -479,7 +479,7 @@ class BaseTransport:
         )
 
     def health(self) -> TransportHealth:
-        """Healthy, degraded or unhealthy, with the reason (SPEC §5)."""
+        """Healthy, degraded or unhealthy, with the reason (:class:`TransportHealth`)."""
         state = self._state
         now = time.monotonic()
         last = self._m.last_traffic_at

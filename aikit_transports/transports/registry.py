@@ -52,6 +52,9 @@ def register_transport(
     """Make a wire available to managers and :func:`~aikit_transports.connect` under ``name``.
 
     ``target`` is a transport class, or ``"package.module:ClassName"`` imported on first use.
+
+    :param name: the wire's name (``str`` or :class:`TransportType`).
+    :param target: the class, or where to import it from.
     """
     key = normalise_wire(name)
     if isinstance(target, str):
@@ -77,6 +80,8 @@ def resolve_transport(wire: WireSpec) -> Type[BaseTransport]:
 
     ``ValueError`` for an unknown name; ``NotSupportedError`` when the wire's module (or the
     library it needs) cannot be imported.
+
+    :param wire: a registered name, a :class:`TransportType` or a transport class.
     """
     if isinstance(wire, type):
         if issubclass(wire, BaseTransport):
@@ -137,7 +142,10 @@ def _accepts_option(cls: type, name: str) -> bool:
 
 def wire_for_scheme(url: str) -> TransportType:
     """The default wire for a URL: ``ws``/``wss`` → WebSocket, ``http``/``https`` → SSE,
-    ``redis``/``rediss`` → Redis Streams."""
+    ``redis``/``rediss`` → Redis Streams.
+
+    :param url: the stream's URL (only its scheme counts).
+    """
     scheme = url_scheme(url)
     try:
         return _SCHEME_WIRES[scheme]

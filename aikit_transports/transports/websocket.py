@@ -155,7 +155,7 @@ class WebSocketTransport(BaseTransport):
     ``ProtocolError``; a malformed frame closes it with 1002. These three are retryable: the
     messages received before them are delivered, and the transport reconnects by its policy.
 
-    Close codes (SPEC §3): 1000, or a close frame without a code, ends the stream (``done``);
+    Close codes: 1000, or a close frame without a code, ends the stream (``done``);
     1001, 1006 (lost), 1011, 1012, 1013 and 1014 reconnect; any other code fails the transport
     with :class:`WebSocketClosed` (``code``, ``reason``). ``close()`` sends 1000 and waits up to
     a second for the server's reply.
@@ -491,6 +491,8 @@ class WebSocketTransport(BaseTransport):
             self._ws = ws  # from here on, _interrupt() can shut the socket during the handshake
             try:
                 ws.connect(url, redirect_limit=0, **options)  # type: ignore[no-untyped-call]
+                if _redirect_target(ws, url) is not None:  # websocket-client < 1.9.1: no error
+                    raise websocket.WebSocketException("redirected")
                 sock = ws.sock
                 if sock is None:
                     raise ConnectError("connection failed: no socket after the handshake")
@@ -528,7 +530,7 @@ class WebSocketTransport(BaseTransport):
             retry_after = None
             if status in (429, 503):
                 retry_after = parse_retry_after(headers.get("retry-after"))
-            reason = exc.status_message or ""
+            reason = getattr(exc, "status_message", None) or ""  # websocket-client < 1.9.1 has none
             return HTTPStatusError(
                 f"WebSocket handshake refused: HTTP {status} {reason}".rstrip(),
                 status_code=status,

@@ -1,12 +1,14 @@
-"""A live feed where only recent values matter: a small drop-oldest buffer and a slow reader."""
+"""A live feed where only recent values matter: a small drop-oldest buffer."""
 
 import threading
 
 from aikit_transports import BufferConfig, SSETransport
 
+URL = "http://127.0.0.1:8765/sse?count=2000&end=204"  # the test server
+
 buffer = BufferConfig(max_size=100, strategy="drop-oldest")
-t = SSETransport("https://feed.example.com/prices", buffer=buffer)
-t.on("backpressure", lambda info: print(f"backpressure: {info.strategy.value} {info.max_size}"))
+t = SSETransport(URL, buffer=buffer)
+t.on("backpressure", lambda i: print("backpressure:", i.strategy.value, i.max_size))
 finished = threading.Event()
 t.on("done", finished.set)
 

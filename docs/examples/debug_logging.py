@@ -3,12 +3,13 @@
 import logging
 import sys
 
-logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(name)s: %(message)s")
+FORMAT = "%(name)s: %(message)s"
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format=FORMAT)
 
 from aikit_transports import SSETransport  # noqa: E402
 
 t = SSETransport(
-    "https://api.example.com/events?api_key=abc123",
+    "http://127.0.0.1:8765/sse?count=2&end=sentinel&api_key=abc123",
     headers={"Authorization": "Bearer s3cr3t"},
     debug=True,  # this transport only; the others stay at WARNING
 )

@@ -1,4 +1,4 @@
-"""What to do about each error: some need a fix, some a retry later, some nothing at all."""
+"""What to do about each error: some need a fix, some a retry later, some nothing."""
 
 from aikit_transports import (
     ConnectError,
@@ -10,10 +10,12 @@ from aikit_transports import (
     TransportError,
 )
 
+POLICY = ReconnectPolicy(max_attempts=1, initial_delay=0.1)
+
 
 def read(url: str) -> None:
     try:
-        with SSETransport(url, reconnect=ReconnectPolicy(max_attempts=1, initial_delay=0.1)) as t:
+        with SSETransport(url, reconnect=POLICY) as t:
             for event in t.iter_events(timeout=10):
                 print("event", event.data)
     except HTTPStatusError as exc:  # 4xx: fails at once, never retried
@@ -31,6 +33,6 @@ def read(url: str) -> None:
         print("failed:", exc)
 
 
-read("https://api.example.com/private")  # answers 401
-read("https://api.example.com/index.html")  # answers text/html
-read("https://api.example.com/busy")  # answers 503
+read("http://127.0.0.1:8765/sse?status=401")  # answers 401
+read("http://127.0.0.1:8765/sse?content_type=text/html")  # answers text/html
+read("http://127.0.0.1:8765/sse?status=503")  # answers 503

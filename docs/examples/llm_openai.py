@@ -1,13 +1,14 @@
-"""An OpenAI-style stream: POST the prompt, print each delta until ``data: [DONE]``."""
+"""An OpenAI-style stream: POST the prompt, print each delta until [DONE]."""
 
 from aikit_transports import SSETransport
 
+prompt = {"role": "user", "content": "Hi"}
 with SSETransport(
-    "https://api.example.com/v1/chat/completions",
+    "http://127.0.0.1:8765/llm",
     method="POST",
-    json={"model": "small", "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
+    json={"model": "small", "stream": True, "messages": [prompt]},
     headers={"Authorization": "Bearer sk-..."},
 ) as t:
-    for event in t.iter_events(timeout=60):  # ends at [DONE], which is not delivered
+    for event in t.iter_events(timeout=60):  # ends at [DONE], not delivered
         print(event.json()["choices"][0]["delta"]["content"], end="", flush=True)
 print()

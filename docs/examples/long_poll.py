@@ -2,7 +2,11 @@
 
 from aikit_transports import HTTPStreamTransport
 
-t = HTTPStreamTransport("https://api.example.com/updates", mode="long-poll", poll_interval=0.1)
+# The test server (python -m aikit_transports.testing) answers the first poll with 204,
+# then two events per poll.
+URL = "http://127.0.0.1:8765/poll?count=6&per_poll=2&empty_polls=1"
+
+t = HTTPStreamTransport(URL, mode="long-poll", poll_interval=0.1)
 with t:
     received = []
     for event in t.iter_events(timeout=30):

@@ -1,4 +1,4 @@
-"""Many streams in one process: a manager with shared timers, pools, events and metrics."""
+"""Many streams in one process: a manager shares timers, pools, events and metrics."""
 
 import threading
 from collections import Counter
@@ -17,9 +17,9 @@ def on_event(transport, event):  # runs on that transport's reader thread
 with TransportManager(max_transports=10, idle_timeout=300.0) as mgr:
     mgr.on("event", on_event)
     feeds = [
-        mgr.create("sse", "https://api.example.com/a/events"),
-        mgr.create("sse", "https://api.example.com/b/events"),
-        mgr.create("websocket", "wss://api.example.com/ws"),
+        mgr.create("sse", "http://127.0.0.1:8765/sse?count=5&end=sentinel&feed=a"),
+        mgr.create("sse", "http://127.0.0.1:8765/sse?count=5&end=sentinel&feed=b"),
+        mgr.create("websocket", "ws://127.0.0.1:8766/stream?count=5"),
     ]
     print(mgr.summary())
     for t in feeds:

@@ -3,7 +3,7 @@
 from aikit_transports import SSETransport
 
 with SSETransport(
-    "https://api.example.com/v1/chat/completions",
+    "http://127.0.0.1:8765/sse?count=3&data=json&end=sentinel",
     method="POST",
     json={"prompt": "Hi", "stream": True},
     headers={"Authorization": "Bearer sk-test"},

@@ -5,7 +5,7 @@ import json
 import requests
 
 with requests.post(
-    "https://api.example.com/v1/chat/completions",
+    "http://127.0.0.1:8765/sse?count=3&data=json&end=sentinel",
     json={"prompt": "Hi", "stream": True},
     headers={"Authorization": "Bearer sk-test"},
     stream=True,

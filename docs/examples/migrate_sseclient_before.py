@@ -3,7 +3,7 @@ import requests
 import sseclient
 
 response = requests.get(
-    "https://stream.example.com/events",
+    "http://127.0.0.1:8765/sse?count=3&end=204",
     stream=True,
     headers={"Accept": "text/event-stream"},
 )

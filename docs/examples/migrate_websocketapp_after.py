@@ -2,7 +2,7 @@
 # sends wait in a queue until connected.
 from aikit_transports import WebSocketTransport
 
-ws = WebSocketTransport("wss://api.example.com/ws")
+ws = WebSocketTransport("ws://127.0.0.1:8766/stream?count=3")
 ws.send({"type": "subscribe"})  # sent first on connect
 with ws:
     for event in ws.iter_events():

@@ -14,7 +14,7 @@ def on_message(ws, message):
 
 
 app = websocket.WebSocketApp(
-    "wss://api.example.com/ws",
+    "ws://127.0.0.1:8766/stream?count=3",
     on_open=on_open,
     on_message=on_message,
 )

@@ -1,4 +1,4 @@
-"""Quick start: the same stream with callbacks, which run on the transport's reader thread."""
+"""Quick start: the same stream with callbacks, run on the transport's reader thread."""
 
 from aikit_transports import Event, SSETransport
 
@@ -15,5 +15,5 @@ def show(event: Event) -> None:
 
 
 t.connect()  # returns once connected; events go to the callbacks from now on
-print("closed:", t.wait(30))  # like run_forever(): blocks until closed, returns the reason
+print("closed:", t.wait(30))  # like run_forever(): blocks until closed
 t.close()

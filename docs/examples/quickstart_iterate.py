@@ -1,4 +1,4 @@
-"""Quick start: read a stream from the built-in test server, through drops, to the end."""
+"""Quick start: read a stream from the test server, through drops, to its end."""
 
 from aikit_transports import SSETransport
 

@@ -1,11 +1,11 @@
-"""TLS with a private CA: verify against its bundle; nothing ever falls back to plain text."""
+"""TLS with a private CA: verify against its bundle; never a fallback to plain text."""
 
 from aikit_transports import ConnectError, WebSocketTransport
 
 URL = "wss://internal.example.com/ws"
 CA_BUNDLE = "/etc/ssl/internal-ca.pem"
 
-t = WebSocketTransport(URL)  # verified against the system's CAs, which do not know this one
+t = WebSocketTransport(URL)  # verified against the system's CAs, which lack this one
 try:
     t.connect()
 except ConnectError as exc:  # not retried: retrying cannot fix a certificate
@@ -13,6 +13,6 @@ except ConnectError as exc:  # not retried: retrying cannot fix a certificate
 finally:
     t.close()
 
-with WebSocketTransport(URL, verify=CA_BUNDLE) as ws:  # verify: True, False or a CA path
+with WebSocketTransport(URL, verify=CA_BUNDLE) as ws:  # True, False or a CA path
     ws.send("hello")
     print(next(iter(ws.iter_events(timeout=10))).data)

@@ -1,4 +1,4 @@
-"""Resume across restarts: keep the id of the last event handled, start from it next time."""
+"""Resume across restarts: keep the id of the last event handled, start from it."""
 
 from pathlib import Path
 
@@ -7,7 +7,8 @@ from aikit_transports import SSETransport
 checkpoint = Path("last-event-id.txt")
 last_id = checkpoint.read_text() if checkpoint.exists() else None
 
-with SSETransport("https://stream.example.com/events", last_event_id=last_id) as t:
+URL = "http://127.0.0.1:8765/sse?count=5&end=sentinel"  # the test server
+with SSETransport(URL, last_event_id=last_id) as t:
     for event in t.iter_events(timeout=30):
         print("handling", event.id)
         checkpoint.write_text(event.id or "")  # after the work is done, not before

@@ -1,17 +1,17 @@
-"""Which thread runs what: callbacks on the reader thread, one at a time; close() from anywhere."""
+"""Callbacks run on the reader thread, one at a time; close() anywhere."""
 
 import threading
 
 from aikit_transports import SSETransport
 
-t = SSETransport("https://api.example.com/events")
+t = SSETransport("http://127.0.0.1:8765/sse?count=10&delay=0.05&end=sentinel")
 seen = []
 
 
 def on_event(event):
     seen.append(threading.current_thread().name.startswith("aikit-sse-"))
     if event.id == "3":
-        t.close()  # allowed inside a callback: the reader finishes the close as it unwinds
+        t.close()  # allowed in a callback: the reader finishes the close as it unwinds
 
 
 closed = threading.Event()
@@ -21,4 +21,5 @@ t.connect()
 closed.wait(30)
 t.close()  # idempotent; joins the reader thread
 print("events:", len(seen), "all on the reader thread:", all(seen))
-print("reader threads left:", sum(th.name.startswith("aikit-sse-") for th in threading.enumerate()))
+readers = [th for th in threading.enumerate() if th.name.startswith("aikit-sse-")]
+print("reader threads left:", len(readers))

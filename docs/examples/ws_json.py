@@ -2,7 +2,7 @@
 
 from aikit_transports import WebSocketTransport
 
-with WebSocketTransport("wss://echo.example.com/ws", heartbeat_interval=20.0) as ws:
+with WebSocketTransport("ws://127.0.0.1:8766/echo", heartbeat_interval=20.0) as ws:
     ws.send({"type": "subscribe", "channel": "prices"})  # a dict goes out as JSON text
     ws.send(b"\x00\x01")  # bytes go out as a binary frame
     events = ws.iter_events(timeout=10)

@@ -1,8 +1,8 @@
-"""Sends made while not connected wait in a bounded queue and go out, in order, on connect."""
+"""Sends made while not connected wait in a bounded queue, then go out in order."""
 
 from aikit_transports import WebSocketTransport
 
-ws = WebSocketTransport("wss://echo.example.com/ws", send_queue_size=100)
+ws = WebSocketTransport("ws://127.0.0.1:8766/echo", send_queue_size=100)
 for n in range(3):
     ws.send(f"queued {n}")  # not connected yet: queued (BufferFullError when full)
 ws.connect()  # flushed first, before any newer send

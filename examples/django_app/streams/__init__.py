@@ -1,1 +1,1 @@
-"""The example app: two streaming views and a management command that consumes a stream."""
+"""The example app: two streaming views and a command that consumes a stream."""

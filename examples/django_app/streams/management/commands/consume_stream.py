@@ -1,4 +1,4 @@
-"""``python manage.py consume_stream``: read a stream in a long-running worker process."""
+"""``python manage.py consume_stream``: read a stream in a long-running worker."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class Command(BaseCommand):
     help = "Consume an SSE stream, resuming after drops; Ctrl-C stops it cleanly."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--url", help="stream URL (default: settings.AIKIT_FEED_URL)")
+        parser.add_argument("--url", help="stream URL (default: AIKIT_FEED_URL)")
         parser.add_argument("--count", type=int, help="stop after this many events")
         parser.add_argument("--last-event-id", help="resume after this event id")
 
@@ -23,7 +23,8 @@ class Command(BaseCommand):
             options["url"] or settings.AIKIT_FEED_URL,
             headers={"Authorization": f"Bearer {settings.AIKIT_UPSTREAM_TOKEN}"},
             last_event_id=options["last_event_id"],
-            reconnect=ReconnectPolicy(max_attempts=None, max_delay=60.0),  # a worker never gives up
+            # a worker never gives up
+            reconnect=ReconnectPolicy(max_attempts=None, max_delay=60.0),
         )
         transport.on(
             "reconnecting",
@@ -32,7 +33,8 @@ class Command(BaseCommand):
             ),
         )
         received = 0
-        last_id = options["last_event_id"]  # of the last event handled: where a restart resumes
+        # the id of the last event handled: where a restart resumes
+        last_id = options["last_event_id"]
         try:
             with transport:
                 for event in transport.iter_events():
@@ -45,10 +47,8 @@ class Command(BaseCommand):
             self.stderr.write("interrupted")
         except TransportError as exc:
             self.stderr.write(f"stream failed: {exc.message}")
-        resume = last_id
-        self.stdout.write(
-            f"{received} events" + (f"; resume with --last-event-id {resume}" if resume else "")
-        )
+        hint = f"; resume with --last-event-id {last_id}" if last_id else ""
+        self.stdout.write(f"{received} events{hint}")
 
     def handle_event(self, event_id: Optional[str], data: str) -> None:
         """Do the work for one event (store it, forward it, ...); here: print it."""
