@@ -520,9 +520,7 @@ class WebSocketTransport(BaseTransport):
                             self._quiet()
                     self._recv_since = None
                     if self.debug:
-                        self.log.debug(
-                            "%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk)
-                        )
+                        self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
                     if not chunk:
                         raise self._lost(None)
                 now = monotonic()

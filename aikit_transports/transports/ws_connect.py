@@ -340,10 +340,16 @@ class Connector:
             end = buf.find(b"\r\n\r\n")
             if end >= 0:
                 return _parse_head(buf[:end]), buf[end + 4 :], key
-            if len(buf) > MAX_HEAD_BYTES or buf.count(b"\n") > MAX_HEAD_LINES:
+            if len(buf) > MAX_HEAD_BYTES:
                 raise ProtocolError(
-                    f"WebSocket handshake failed: the response head is longer than "
-                    f"{MAX_HEAD_BYTES // 1024} KiB or {MAX_HEAD_LINES} header lines",
+                    f"WebSocket handshake failed: the response head is over "
+                    f"{MAX_HEAD_BYTES // 1024} KiB",
+                    retryable=False,
+                )
+            if buf.count(b"\n") > MAX_HEAD_LINES:
+                raise ProtocolError(
+                    f"WebSocket handshake failed: the response head has over {MAX_HEAD_LINES} "
+                    "header lines",
                     retryable=False,
                 )
             sock.settimeout(self._left(deadline))
