@@ -16,7 +16,6 @@ import pytest
 
 from aikit_transports.config import ReconnectPolicy
 from aikit_transports.errors import (
-    ConnectError,
     HTTPStatusError,
     MessageTooLarge,
     ProtocolError,
