@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import socket
@@ -71,18 +72,19 @@ def _play(url: str, compression: Optional[str], timeout: float) -> Optional[str]
     )
 
     def echo(event: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the connection may be closing: the case decides
             t.send(event.data)
-        except Exception:  # the connection may be closing: the case decides
-            pass
 
     t.on("event", echo)
-    t.on("closed", lambda why: (reason.append(why), closed.set()))
+
+    def on_closed(why: str) -> None:
+        reason.append(why)
+        closed.set()
+
+    t.on("closed", on_closed)
     try:
-        try:
+        with contextlib.suppress(Exception):  # a case may fail the connection at once
             t.connect()
-        except Exception:  # a case may fail the connection at once: that is its verdict
-            pass
         closed.wait(timeout)
     finally:
         t.close()
@@ -119,25 +121,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     spec_path = os.path.join(outdir, "fuzzingserver.json")
     with open(spec_path, "w") as f:
         json.dump(spec, f)
-    log = open(os.path.join(outdir, "wstest.log"), "wb")
-    proc = subprocess.Popen(
-        [args.wstest, "-m", "fuzzingserver", "-s", spec_path], cwd=outdir, stdout=log, stderr=log
-    )
     base = f"ws://127.0.0.1:{port}"
-    try:
-        _wait_port(port, proc)
-        count = int(_first_message(f"{base}/getCaseCount"))
-        started = time.monotonic()
-        for case in range(1, count + 1):
-            _play(f"{base}/runCase?case={case}&agent={AGENT}", compression, args.case_timeout)
-            if case % 50 == 0:
-                print(f"... {case}/{count} cases", file=sys.stderr, flush=True)
-        elapsed = time.monotonic() - started
-        _play(f"{base}/updateReports?agent={AGENT}", None, 60)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+    with open(os.path.join(outdir, "wstest.log"), "wb") as log:
+        proc = subprocess.Popen(
+            [args.wstest, "-m", "fuzzingserver", "-s", spec_path],
+            cwd=outdir,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            _wait_port(port, proc)
+            count = int(_first_message(f"{base}/getCaseCount"))
+            started = time.monotonic()
+            for case in range(1, count + 1):
+                _play(f"{base}/runCase?case={case}&agent={AGENT}", compression, args.case_timeout)
+                if case % 50 == 0:
+                    print(f"... {case}/{count} cases", file=sys.stderr, flush=True)
+            elapsed = time.monotonic() - started
+            _play(f"{base}/updateReports?agent={AGENT}", None, 60)
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
     with open(os.path.join(outdir, "clients", "index.json")) as f:
         results: Dict[str, Dict[str, Any]] = json.load(f)[AGENT]
@@ -151,15 +155,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("close behaviour: " + ", ".join(f"{k} {v}" for k, v in sorted(closing.items())))
     bad = sorted(
         (
-            case
-            for case, r in results.items()
+            name
+            for name, r in results.items()
             if r["behavior"] not in GOOD or r["behaviorClose"] not in GOOD
         ),
         key=lambda c: [int(p) for p in c.split(".")],
     )
-    for case in bad:
-        r = results[case]
-        print(f"  {case}: {r['behavior']} / close {r['behaviorClose']}")
+    for name in bad:
+        r = results[name]
+        print(f"  {name}: {r['behavior']} / close {r['behaviorClose']}")
     print(f"reports: {outdir}/clients/index.html")
     return 1 if bad else 0
 

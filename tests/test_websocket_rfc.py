@@ -23,6 +23,7 @@ from aikit_transports.errors import (
     TransportError,
     WebSocketClosed,
 )
+from aikit_transports.testing.proxy import FaultProxy
 from aikit_transports.testing.ws import (
     RawPeer,
     RawWebSocketServer,
@@ -429,21 +430,30 @@ def test_compression_none_offers_nothing() -> None:
 
 
 def test_queued_sends_are_compressed_on_each_new_connection() -> None:
-    with WebSocketServer(compression="deflate") as server:
-        t = transport(server.url("/collect"), reconnect=FAST)
+    messages = [f"queued {n} " * 50 for n in range(6)]
+    with (
+        WebSocketServer(compression="deflate") as server,
+        FaultProxy("127.0.0.1", server.port) as proxy,
+    ):
+        t = transport(proxy.url("/collect"), reconnect=FAST)
+        reconnecting = threading.Event()
+        t.on("reconnecting", lambda *args: reconnecting.set())
         try:
-            t.send("before connect " * 50)
+            t.send(messages[0])  # before connect: flushed on the first connection
             t.connect()
             server.wait_for(lambda: len(server.received) == 1)
-            server.kill_connections()
-            for n in range(5):
-                t.send(f"during the outage {n} " * 50)  # queued or sent, never lost
+            proxy.refuse(True)
+            proxy.cut()
+            assert reconnecting.wait(10)
+            for message in messages[1:]:  # queued: no connection can take them
+                t.send(message)
+            proxy.refuse(False)
             server.wait_for(lambda: len(server.received) == 6, timeout=10)
+            sent = t.metrics.bytes_sent
         finally:
             t.close()
-        assert server.received == ["before connect " * 50] + [
-            f"during the outage {n} " * 50 for n in range(5)
-        ]
+    assert server.received == messages
+    assert sent < sum(map(len, messages)) // 4  # each connection compressed them
 
 
 def test_no_context_takeover_and_window_bits_are_honoured(raw: Any) -> None:

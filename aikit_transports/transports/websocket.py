@@ -22,17 +22,13 @@ Locks and queues, each named for its job:
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import json as _json
 import select
 import socket
 import ssl
 import threading
 import time
-from typing import Any, Deque, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union
-
-from websocket import ABNF
+from typing import Any, Deque, List, Literal, Optional, Sequence, Tuple, Union
 
 from ..config import BufferConfig, ReconnectPolicy
 from ..errors import (
@@ -44,92 +40,31 @@ from ..errors import (
     TransportClosedError,
     TransportError,
     UnsentMessagesError,
-    WebSocketClosed,
 )
 from ..events import TransportType
-from ..logs import server_text, snippet
+from ..logs import snippet
 from ..parsers.deflate import Deflater, Inflater
 from ..parsers.websocket import (
     NORMAL_CLOSE_CODES,
-    OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
-    OP_TEXT,
-    RECONNECT_CLOSE_CODES,
     FrameError,
     FrameParser,
-    close_code_name,
 )
 from ..redact import describe_exception, redact_headers
 from ..timers import Scheduler, TimerHandle
 from ..validate import check_int, check_seconds
 from .base import DONE, EOF_, BaseTransport
 from .ws_connect import Connector
+from .ws_frames import Outgoing, can_write, client_frame, closed_error, encode, shutdown
 
 __all__ = ["WebSocketTransport"]
 
 _READ_SIZE = 65536
 #: How long ``close()`` waits for the server's reply to its close frame.
 _CLOSE_REPLY_WAIT = 1.0
-
-
-class _Outgoing(NamedTuple):
-    """A message waiting for a connection: what the user gave, its payload and opcode (the
-    frame is made when it goes out: compression depends on the connection)."""
-
-    data: Any
-    payload: bytes
-    opcode: int
-
-
-def _encode(data: Any) -> Tuple[bytes, int]:
-    """The payload and opcode for ``data`` (str → text, bytes-like → binary, dict/list → JSON)."""
-    if isinstance(data, str):
-        return data.encode("utf-8"), OP_TEXT
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data), OP_BINARY
-    if isinstance(data, (dict, list)):
-        try:
-            return _json.dumps(data).encode("utf-8"), OP_TEXT
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"send(): the {type(data).__name__} is not JSON serializable: {exc}"
-            ) from None
-    raise TypeError(
-        f"send() takes str, bytes, bytearray, memoryview, dict or list, not {type(data).__name__}"
-    )
-
-
-def _frame(payload: bytes, opcode: int, compressed: bool = False) -> bytes:
-    """A masked client frame (RFC 6455 §5.3), formatted by websocket-client; ``compressed``
-    sets RSV1 (RFC 7692 §6)."""
-    return ABNF(1, int(compressed), 0, 0, opcode, 1, payload).format()
-
-
-_CLOSE_NORMAL_FRAME_PAYLOAD = (1000).to_bytes(2, "big")
-
-if hasattr(select, "poll"):
-
-    def _can_write(sock: socket.socket) -> bool:
-        poller = select.poll()
-        poller.register(sock, select.POLLOUT)
-        return bool(poller.poll(0))
-
-else:  # pragma: no cover - Windows
-
-    def _can_write(sock: socket.socket) -> bool:
-        return bool(select.select([], [sock], [], 0)[1])
-
-
-def _closed(code: int, reason: str = "", detail: str = "") -> WebSocketClosed:
-    """The error for a connection that ended with ``code``."""
-    message = f"connection closed with code {code} ({close_code_name(code)})"
-    if reason or detail:
-        message += f": {server_text(reason) if reason else detail}"
-    return WebSocketClosed(
-        message, code=code, reason=reason, retryable=code in RECONNECT_CLOSE_CODES
-    )
+_CLOSE_NORMAL = (1000).to_bytes(2, "big")
 
 
 class WebSocketTransport(BaseTransport):
@@ -314,7 +249,7 @@ class WebSocketTransport(BaseTransport):
 
         self._frame_write_lock = threading.Lock()
         self._sends_flushed = threading.Condition(self._frame_write_lock)
-        self._pending_sends: Deque[_Outgoing] = collections.deque()
+        self._pending_sends: Deque[Outgoing] = collections.deque()
         self._writable: Optional[socket.socket] = None
         self._sending_closed = False
 
@@ -338,7 +273,7 @@ class WebSocketTransport(BaseTransport):
         """
         if timeout is not None:
             check_seconds("timeout", timeout)
-        payload, opcode = _encode(data)
+        payload, opcode = encode(data)
         lock = self._frame_write_lock
         if not lock.acquire(timeout=-1 if timeout is None else timeout):
             raise TimeoutError(f"send(): other sends held the connection for {timeout} s")
@@ -356,7 +291,7 @@ class WebSocketTransport(BaseTransport):
                         transport_id=self.id,
                         url=self.safe_url,
                     )
-                self._pending_sends.append(_Outgoing(data, payload, opcode))
+                self._pending_sends.append(Outgoing(data, payload, opcode))
                 return
             frame = self._data_frame(payload, opcode)
             try:
@@ -364,10 +299,10 @@ class WebSocketTransport(BaseTransport):
             except OSError as exc:
                 # The frame did not go out whole, so the server cannot have it: it goes first
                 # in the queue for the next connection, and the connection is dropped.
-                self._pending_sends.appendleft(_Outgoing(data, payload, opcode))
+                self._pending_sends.appendleft(Outgoing(data, payload, opcode))
                 self._writable = None
                 self._write_error = exc
-                _shutdown(sock)
+                shutdown(sock)
                 return
             m = self._m
             m.messages_sent += 1
@@ -380,8 +315,8 @@ class WebSocketTransport(BaseTransport):
         compressor's context follows the order of frames on the wire)."""
         deflater = self._deflater
         if deflater is not None and deflater.enabled:
-            return _frame(deflater.deflate(payload), opcode, compressed=True)
-        return _frame(payload, opcode)
+            return client_frame(deflater.deflate(payload), opcode, compressed=True)
+        return client_frame(payload, opcode)
 
     def _flush_pending(self, sock: socket.socket, deflater: Optional[Deflater]) -> None:
         """Send what waited for a connection, in order, then open the socket to ``send()``."""
@@ -414,9 +349,9 @@ class WebSocketTransport(BaseTransport):
                 return False
             if opcode == OP_CLOSE:
                 self._writable = None
-            if not wait and not _can_write(sock):
+            if not wait and not can_write(sock):
                 return False
-            sock.sendall(_frame(payload, opcode))
+            sock.sendall(client_frame(payload, opcode))
             return True
         except OSError:
             return False
@@ -477,7 +412,7 @@ class WebSocketTransport(BaseTransport):
         self._recv_since = None
         self._leftover = b""
         if sock is not None:
-            _shutdown(sock)  # wakes a send blocked on this socket, so the lock comes free
+            shutdown(sock)  # wakes a send blocked on this socket, so the lock comes free
         with self._frame_write_lock:
             self._writable = None
             self._deflater = None
@@ -487,7 +422,7 @@ class WebSocketTransport(BaseTransport):
     def _interrupt(self) -> None:
         sock = self._sock
         if sock is not None:
-            _shutdown(sock)
+            shutdown(sock)
 
     def _health_idle_limit(self) -> Optional[float]:
         if self.heartbeat_interval:
@@ -578,11 +513,13 @@ class WebSocketTransport(BaseTransport):
             return ConnectError("closed", retryable=False)
         write_error = self._write_error
         if write_error is not None:
-            return _closed(
+            return closed_error(
                 1006,
                 detail=f"the connection broke while sending ({describe_exception(write_error)})",
             )
-        return _closed(1006, detail=describe_exception(exc) if exc is not None else "end of stream")
+        return closed_error(
+            1006, detail=describe_exception(exc) if exc is not None else "end of stream"
+        )
 
     def _frame_failed(self, sock: socket.socket, exc: FrameError) -> TransportError:
         """Fail the connection (RFC 6455 §7.1.7): close with the code, then drop it."""
@@ -616,7 +553,7 @@ class WebSocketTransport(BaseTransport):
         if code in NORMAL_CLOSE_CODES:
             self.log.info("%s: closed by the server (%d)", self.id, code)
             return DONE
-        raise _closed(code, reason)
+        raise closed_error(code, reason)
 
     # -- heartbeat ----------------------------------------------------------------------
 
@@ -686,7 +623,7 @@ class WebSocketTransport(BaseTransport):
                 f"no pong or other frame within {self.heartbeat_timeout} s of a ping "
                 "(heartbeat_timeout): connection stalled"
             )
-        _shutdown(sock)
+        shutdown(sock)
 
     # -- closing ------------------------------------------------------------------------
 
@@ -719,9 +656,9 @@ class WebSocketTransport(BaseTransport):
             if sock is not None:
                 self._writable = None
                 self._closing = True
-                if _can_write(sock):
+                if can_write(sock):
                     try:
-                        sock.sendall(_frame(_CLOSE_NORMAL_FRAME_PAYLOAD, OP_CLOSE))
+                        sock.sendall(client_frame(_CLOSE_NORMAL, OP_CLOSE))
                         sent = True
                     except OSError:
                         pass
@@ -749,9 +686,3 @@ class WebSocketTransport(BaseTransport):
                     unsent=unsent,
                 )
             )
-
-
-def _shutdown(sock: socket.socket) -> None:
-    """Shut ``sock`` down both ways (wakes any thread blocked on it); errors ignored."""
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
