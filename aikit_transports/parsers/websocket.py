@@ -225,7 +225,8 @@ class FrameParser:
                         total = length
                         squeezed = compressed
                     if total > (self._wire_limit if squeezed else self.max_message_bytes):
-                        raise self._too_big(total, events)
+                        what = "message" if opcode else "fragmented message (empty fragments count)"
+                        raise self._too_big(what, total, events)
                 end = start + length
                 if end > n:
                     need = end - pos
@@ -298,12 +299,11 @@ class FrameParser:
                 1007, f"a compressed message does not inflate ({exc})", events
             ) from exc
         if not within:
-            raise self._too_big(len(self._frag_data), events, "inflated ")
+            raise self._too_big("inflated message", len(self._frag_data), events)
 
-    def _too_big(self, size: int, events: List[Event], how: str = "") -> FrameError:
+    def _too_big(self, what: str, size: int, events: List[Event]) -> FrameError:
         return FrameError(
             1009,
-            f"{how}message of {size} bytes or more exceeds max_message_bytes "
-            f"({self.max_message_bytes}; an empty fragment counts as one byte)",
+            f"{what}: {size} bytes or more, over max_message_bytes ({self.max_message_bytes})",
             events,
         )
