@@ -367,6 +367,29 @@ def test_a_status_reason_is_shown_escaped(raw: Any) -> None:
     assert "\x1b" not in str(info.value) and "\\x1b" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "http://127.0.0.1:{port}"),
+        ({"headers": {"origin": "https://from.headers"}}, "https://from.headers"),
+        ({"origin": "https://app.example", "headers": {"Origin": "x"}}, "https://app.example"),
+    ],
+)
+def test_the_origin_header(raw: Any, options: Any, expected: str) -> None:
+    requests: List[bytes] = []
+
+    def script(peer: RawPeer) -> None:
+        peer.accept()
+        requests.append(peer.request)
+        closing(peer)
+
+    server = raw(script)
+    with transport(server.url(), **options):
+        server.wait_for(lambda: server.finished)
+    origins = [line for line in requests[0].split(b"\r\n") if line.lower().startswith(b"origin:")]
+    assert origins == [b"Origin: " + expected.format(port=server.port).encode()]
+
+
 def test_a_wrong_accept_key_is_refused(raw: Any) -> None:
     def script(peer: RawPeer) -> None:
         peer.read_request()

@@ -423,7 +423,8 @@ class RawPeer:
         self.sock = sock
         self._stop = stop
         self._buf = b""
-        #: The request head as received (``read_request``), headers lower-cased.
+        #: The request head as received (``read_request``), and its headers lower-cased.
+        self.request = b""
         self.headers: Dict[str, str] = {}
         #: Every frame the client sent on this connection, in order.
         self.frames: List[Frame] = []
@@ -434,6 +435,7 @@ class RawPeer:
             if not self._recv(timeout):
                 raise ConnectionError("the client left before the end of its request")
         head, self._buf = self._buf.split(b"\r\n\r\n", 1)
+        self.request = head
         for line in head.decode("latin-1").split("\r\n")[1:]:
             name, _, value = line.partition(":")
             self.headers[name.strip().lower()] = value.strip()

@@ -125,7 +125,7 @@ class WebSocketTransport(BaseTransport):
     :param url: a ``ws://`` or ``wss://`` URL.
     :param headers: extra handshake headers (never logged).
     :param subprotocols: subprotocols to offer; the one the server chose is ``subprotocol``.
-    :param origin: the ``Origin`` header (none is sent otherwise).
+    :param origin: the ``Origin`` header (the URL's origin otherwise).
     :param heartbeat_interval: seconds between pings (``None``: no heartbeat).
     :param heartbeat_timeout: seconds to wait for a pong or any frame after a ping.
     :param send_queue_size: messages that may wait for a connection.

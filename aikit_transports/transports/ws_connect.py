@@ -48,7 +48,8 @@ _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _READ_SIZE = 4096
 _BODY_KEPT = 4096
-#: Request headers the handshake sets itself (a user header of the same name is not sent).
+#: Request headers the handshake sets itself (a user header of the same name is not sent;
+#: a user's ``Origin`` is used when the ``origin`` option is not given).
 _OWN_HEADERS = frozenset(
     {"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version"}
 )
@@ -246,6 +247,8 @@ class Connector:
             try:
                 sock = self._connect(url, deadline)
                 track(sock)
+                if stop.is_set():  # close() came while connecting: it may have missed the socket
+                    raise ConnectError("closed", retryable=False)
                 head, rest, key = self._exchange(sock, url, headers, deadline)
                 if head.status == 101:
                     return self._opened(sock, head, rest, key)
@@ -364,15 +367,22 @@ class Connector:
 
     def _request(self, url: str, headers: Dict[str, str], key: str) -> bytes:
         parts = urlsplit(url)
+        secure = parts.scheme.lower() == "wss"
         host = parts.hostname or ""
         if ":" in host:
             host = f"[{host}]"
         port = parts.port
-        if port is not None and port != (443 if parts.scheme.lower() == "wss" else 80):
+        if port is not None and port != (443 if secure else 80):
             host = f"{host}:{port}"
         resource = parts.path or "/"
         if parts.query:
             resource += f"?{parts.query}"
+        # ``origin``, else one in ``headers``, else the URL's (as websocket-client sends it:
+        # servers that check origins, such as Django Channels, refuse a handshake without one).
+        origin = self.origin
+        if origin is None:
+            given = [v for k, v in headers.items() if k.lower() == "origin"]
+            origin = given[0] if given else f"http{'s' if secure else ''}://{host}"
         lines = [
             f"GET {resource} HTTP/1.1",
             f"Host: {host}",
@@ -380,9 +390,8 @@ class Connector:
             "Connection: Upgrade",
             f"Sec-WebSocket-Key: {key}",
             "Sec-WebSocket-Version: 13",
+            f"Origin: {origin}",
         ]
-        if self.origin is not None:
-            lines.append(f"Origin: {self.origin}")
         if self.subprotocols:
             lines.append(f"Sec-WebSocket-Protocol: {','.join(self.subprotocols)}")
         if self.compression:
@@ -390,7 +399,7 @@ class Connector:
         lines.extend(
             f"{name}: {value}"
             for name, value in headers.items()
-            if name.lower() not in _OWN_HEADERS
+            if name.lower() not in _OWN_HEADERS and name.lower() != "origin"
         )
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
