@@ -117,14 +117,15 @@ class Inflater:
         at most ``limit`` + 64 KiB (memory stays bounded however much the data would inflate).
         Raises ``zlib.error`` on data that is not deflate."""
         z = self._zlib
-        data = payload + _TAIL if last else payload
-        while data:
-            room = limit - len(out)
-            out += z.decompress(data, min(room + 1, _INFLATE_STEP))
-            if len(out) > limit:
-                return False
-            data = z.unconsumed_tail
-        if last and self._reset_each_message:
+        for data in (payload, _TAIL) if last else (payload,):
+            while data and not z.eof:
+                room = limit - len(out)
+                out += z.decompress(data, min(room + 1, _INFLATE_STEP))
+                if len(out) > limit:
+                    return False
+                data = z.unconsumed_tail
+        if z.eof or (last and self._reset_each_message):
+            # a final block (BFINAL) ends the stream: the next message starts a new one
             self._zlib = zlib.decompressobj(wbits=-15)
         return True
 
