@@ -73,9 +73,12 @@ class WebSocketTransport(BaseTransport):
     Messages: a text frame becomes ``Event(type="message", data=str)``, a binary frame
     ``Event(type="binary", data=bytes)``; fragmented messages are reassembled. A message over
     ``max_message_bytes`` closes the connection with 1009 and raises ``MessageTooLarge`` (a
-    ``ProtocolError``); invalid UTF-8 in a text message closes it with 1007 and a
-    ``ProtocolError``; a malformed frame closes it with 1002. These three are retryable: the
-    messages received before them are delivered, and the transport reconnects by its policy.
+    ``ProtocolError``); invalid UTF-8 in a text message or a close reason closes it with 1007
+    and a ``ProtocolError``; a malformed frame, or a close frame with a code no endpoint may
+    send (1005, 1006 and 1015 included), closes it with 1002. These are retryable: the messages
+    received before them are delivered, and the transport reconnects by its policy. Close
+    reasons are kept as data (``WebSocketClosed.reason``) but shown escaped and cut to 200
+    characters.
 
     Close codes (SPEC §3): 1000, or a close frame without a code, ends the stream (``done``);
     1001, 1006 (lost), 1011, 1012, 1013 and 1014 reconnect; any other code fails the transport
