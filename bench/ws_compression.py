@@ -77,10 +77,12 @@ def build_stream(n: int, size: int, compressed: bool) -> Tuple[bytes, int]:
 
 
 class Server:
-    """Serves ``/?n=..&size=..``: the prebuilt stream, compressed if the client offered it."""
+    """``/?n=..&size=..``: the prebuilt stream, compressed if the client offered deflate;
+    ``/sink?...``: reads what the client sends, counting the bytes (``sunk``), until it leaves."""
 
     def __init__(self) -> None:
         self.streams: Dict[Tuple[int, int, bool], bytes] = {}
+        self.sunk = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -115,9 +117,13 @@ class Server:
             if not chunk:
                 return
             buf += chunk
-        head = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
-        query = parse_qs(urlsplit(head[0].split(" ")[1]).query)
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])
+        }
+        target = urlsplit(lines[0].split(" ")[1])
+        query = parse_qs(target.query)
         n, size = int(query["n"][0]), int(query["size"][0])
         deflate = "permessage-deflate" in headers.get("sec-websocket-extensions", "")
         key = headers["sec-websocket-key"].encode()
@@ -128,13 +134,26 @@ class Server:
         )
         if deflate:
             answer += "Sec-WebSocket-Extensions: permessage-deflate\r\n"
-        conn.sendall((answer + "\r\n").encode() + self.streams[(n, size, deflate)])
         conn.settimeout(10)
+        if target.path == "/sink":
+            conn.sendall((answer + "\r\n").encode())
+            sunk = len(rest)
+            chunk = conn.recv(65536)
+            while chunk:
+                sunk += len(chunk)
+                chunk = conn.recv(65536)
+            self.sunk = sunk
+            return
+        conn.sendall((answer + "\r\n").encode() + self.streams[(n, size, deflate)])
         conn.recv(65536)  # the client's close frame: then the server closes TCP (RFC 6455 §7.1.1)
 
 
-def ours(compression: Optional[str]) -> Callable[[str, int], None]:
-    def run(url: str, n: int) -> None:
+#: A client: ``(url, n, messages to send or None to receive) -> seconds`` (connect excluded).
+Client = Callable[[str, int, Optional[List[str]]], float]
+
+
+def ours(compression: Optional[str]) -> Client:
+    def run(url: str, n: int, send: Optional[List[str]]) -> float:
         t = WebSocketTransport(
             url,
             heartbeat_interval=None,
@@ -143,36 +162,51 @@ def ours(compression: Optional[str]) -> Callable[[str, int], None]:
         )
         count = 0
         try:
+            t.connect()
+            started = time.perf_counter()
+            if send is not None:
+                for text in send:
+                    t.send(text)
+                return time.perf_counter() - started
             for _ in t.iter_events(timeout=60):
                 count += 1
+            elapsed = time.perf_counter() - started
         finally:
-            t.close()
+            t.close(timeout=0.2)
         if count != n:
             raise SystemExit(f"ours: {count} of {n} messages")
+        return elapsed
 
     return run
 
 
-def websockets_sync(compression: Optional[str]) -> Callable[[str, int], None]:
+def websockets_sync(compression: Optional[str]) -> Client:
     from websockets.exceptions import ConnectionClosedOK
     from websockets.sync.client import connect
 
-    def run(url: str, n: int) -> None:
+    def run(url: str, n: int, send: Optional[List[str]]) -> float:
         count = 0
-        with connect(url, compression=compression, max_size=None) as ws:
+        with connect(url, compression=compression, max_size=None, close_timeout=0.2) as ws:
+            started = time.perf_counter()
+            if send is not None:
+                for text in send:
+                    ws.send(text)
+                return time.perf_counter() - started
             try:
                 while True:
                     ws.recv()
                     count += 1
             except ConnectionClosedOK:
                 pass
+            elapsed = time.perf_counter() - started
         if count != n:
             raise SystemExit(f"websockets: {count} of {n} messages")
+        return elapsed
 
     return run
 
 
-CLIENTS: Dict[str, Callable[[str, int], None]] = {
+CLIENTS: Dict[str, Client] = {
     "WebSocketTransport, deflate": ours("deflate"),
     "WebSocketTransport, no compression": ours(None),
     "websockets sync client, deflate": websockets_sync("deflate"),
@@ -181,32 +215,40 @@ CLIENTS: Dict[str, Callable[[str, int], None]] = {
 
 
 def measure(workloads: Dict[str, Tuple[int, int]], runs: int) -> str:
-    """Run every client on every workload; a markdown table."""
+    """Run every client on every workload, receiving then sending; a markdown table."""
     server = Server()
     lines = [
-        "| messages | client | bytes on the wire | of the JSON size | events/s |",
-        "|---|---|---:|---:|---:|",
+        "| messages | client | receives: wire bytes (of the JSON) | events/s "
+        "| sends: wire bytes | sends/s |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     try:
         for name, (n, size) in workloads.items():
             server.prepare(n, size)
-            raw = sum(len(message(i, size)) for i in range(n))
-            url = f"ws://127.0.0.1:{server.port}/?n={n}&size={size}"
-            times: Dict[str, List[float]] = {c: [] for c in CLIENTS}
+            texts = [message(i, size).decode() for i in range(n)]
+            raw = sum(map(len, texts))
+            times: Dict[Tuple[str, bool], List[float]] = {}
+            sunk: Dict[str, int] = {}
             for r in range(runs):
                 order = list(CLIENTS)
                 order = order[r % len(order) :] + order[: r % len(order)]
                 for client in order:
-                    started = time.perf_counter()
-                    CLIENTS[client](url, n)
-                    times[client].append(time.perf_counter() - started)
+                    for sending in (False, True):
+                        path = "/sink" if sending else "/"
+                        url = f"ws://127.0.0.1:{server.port}{path}?n={n}&size={size}"
+                        took = CLIENTS[client](url, n, texts if sending else None)
+                        times.setdefault((client, sending), []).append(took)
+                    server_done = time.monotonic() + 10
+                    while server.sunk == 0 and time.monotonic() < server_done:
+                        time.sleep(0.01)  # the server counts once the client has left
+                    sunk[client], server.sunk = server.sunk, 0
             for client in CLIENTS:
-                compressed = "deflate" in client
-                wire = len(server.streams[(n, size, compressed)])
-                rate = n / statistics.median(times[client])
+                wire = len(server.streams[(n, size, "deflate" in client)])
+                received = n / statistics.median(times[(client, False)])
+                sent = n / statistics.median(times[(client, True)])
                 lines.append(
-                    f"| {n} x {name} | {client} | {wire / 1e6:.2f} MB | {wire / raw:.0%} "
-                    f"| {rate:,.0f} |"
+                    f"| {n} x {name} | {client} | {wire / 1e6:.2f} MB ({wire / raw:.0%}) "
+                    f"| {received:,.0f} | {sunk[client] / 1e6:.2f} MB | {sent:,.0f} |"
                 )
     finally:
         server.close()
