@@ -5,7 +5,9 @@ and server text shown safely. Each server here is a :class:`RawWebSocketServer` 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -34,6 +36,7 @@ from aikit_transports.transports.websocket import WebSocketTransport
 from aikit_transports.transports.ws_connect import MAX_HEAD_LINES
 
 NO_RETRY = ReconnectPolicy(max_attempts=0)
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 FAST = ReconnectPolicy(initial_delay=0.02, max_delay=0.1, jitter=0, max_attempts=5)
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -303,6 +306,34 @@ def test_too_many_header_lines_are_refused(raw: Any) -> None:
     with pytest.raises(ProtocolError, match=f"over {MAX_HEAD_LINES} header lines"):
         t.connect()
     t.close()
+
+
+@pytest.mark.parametrize("lines", [MAX_HEAD_LINES, MAX_HEAD_LINES + 1])
+@pytest.mark.parametrize("whole", [True, False])
+def test_the_header_line_cap_is_exact(raw: Any, lines: int, whole: bool) -> None:
+    def script(peer: RawPeer) -> None:
+        key = peer.read_request()["sec-websocket-key"].encode()
+        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        head = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade"]
+        head += [b"Sec-WebSocket-Accept: " + accept]
+        head += [b"X-Filler: %d" % i for i in range(lines - 3)]
+        data = b"\r\n".join(head) + b"\r\n\r\n"
+        if whole:
+            peer.send(data)
+        else:  # one line per write: the cap is checked on partial heads too
+            for line in data.splitlines(keepends=True):
+                peer.send(line)
+        closing(peer)
+
+    t = transport(raw(script).url())
+    try:
+        if lines > MAX_HEAD_LINES:
+            with pytest.raises(ProtocolError, match="header lines"):
+                t.connect()
+        else:
+            t.connect()
+    finally:
+        t.close()
 
 
 @pytest.mark.parametrize("where", ["status line", "headers"])

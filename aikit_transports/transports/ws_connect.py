@@ -261,7 +261,10 @@ class Connector:
                     sock.close()
                 if stop.is_set():
                     raise ConnectError("closed", retryable=False) from None
-                raise self._failed(exc) from exc
+                error = self._failed(exc)
+                if error is exc:
+                    raise
+                raise error from exc
             track(None)
             sock.close()
             hops += 1
@@ -341,20 +344,23 @@ class Connector:
         buf = b""
         while True:
             end = buf.find(b"\r\n\r\n")
-            if end >= 0:
-                return _parse_head(buf[:end]), buf[end + 4 :], key
-            if len(buf) > MAX_HEAD_BYTES:
+            size = end if end >= 0 else len(buf)
+            if size > MAX_HEAD_BYTES:
                 raise ProtocolError(
                     f"WebSocket handshake failed: the response head is over "
                     f"{MAX_HEAD_BYTES // 1024} KiB",
                     retryable=False,
                 )
-            if buf.count(b"\n") > MAX_HEAD_LINES:
+            # the line ends so far, less the status line's (in a complete head, the last
+            # header line's end is part of the blank line)
+            if buf.count(b"\n", 0, size) - (end < 0) > MAX_HEAD_LINES:
                 raise ProtocolError(
                     f"WebSocket handshake failed: the response head has over {MAX_HEAD_LINES} "
                     "header lines",
                     retryable=False,
                 )
+            if end >= 0:
+                return _parse_head(buf[:end]), buf[end + 4 :], key
             sock.settimeout(self._left(deadline))
             chunk = sock.recv(_READ_SIZE)
             if not chunk:
