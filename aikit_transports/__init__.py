@@ -13,7 +13,6 @@ from .emitter import EventEmitter
 from .errors import (
     BufferFullError,
     ConnectError,
-    EventsMissed,
     HeartbeatTimeout,
     HTTPStatusError,
     InvalidJSON,
@@ -22,6 +21,7 @@ from .errors import (
     ProtocolError,
     ReconnectFailed,
     StreamInterrupted,
+    EventsMissed,
     TransportClosedError,
     TransportError,
     TransportLimitError,
