@@ -13,6 +13,7 @@ from .emitter import EventEmitter
 from .errors import (
     BufferFullError,
     ConnectError,
+    EventsMissed,
     HeartbeatTimeout,
     HTTPStatusError,
     InvalidJSON,
@@ -21,7 +22,6 @@ from .errors import (
     ProtocolError,
     ReconnectFailed,
     StreamInterrupted,
-    EventsMissed,
     TransportClosedError,
     TransportError,
     TransportLimitError,

@@ -56,6 +56,7 @@ from ..redact import describe_exception, redact_headers
 from ..timers import Scheduler, TimerHandle
 from ..validate import check_int, check_seconds
 from .base import DONE, EOF_, BaseTransport
+from .sessions import user_agent
 from .ws_connect import Connector
 from .ws_frames import Outgoing, can_write, client_frame, closed_error, encode, shutdown
 
@@ -223,6 +224,8 @@ class WebSocketTransport(BaseTransport):
             k.lower() == "last-event-id" for k in handshake_headers
         ):
             handshake_headers["Last-Event-ID"] = self._initial_event_id
+        if not any(k.lower() == "user-agent" for k in handshake_headers):
+            handshake_headers["User-Agent"] = user_agent("websocket-client")
         self._connector = Connector(
             headers=handshake_headers,
             subprotocols=self.subprotocols,
