@@ -421,6 +421,40 @@ def test_the_origin_header(raw: Any, options: Any, expected: str) -> None:
     assert origins == [b"Origin: " + expected.format(port=server.port).encode()]
 
 
+def test_a_redirect_to_another_origin_keeps_only_the_safe_and_named_headers(raw: Any) -> None:
+    def target_script(peer: RawPeer) -> None:
+        peer.accept()
+        closing(peer)
+
+    target = raw(target_script)
+
+    def redirect_script(peer: RawPeer) -> None:
+        peer.read_request()
+        peer.send(
+            b"HTTP/1.1 307 Elsewhere\r\nLocation: " + target.url("/there").encode() + b"\r\n\r\n"
+        )
+
+    first = raw(redirect_script)
+    headers = {"Authorization": "Bearer secret", "X-Keep": "1", "X-Drop": "2"}
+    with transport(first.url("/here"), headers=headers, redirect_headers=["X-Keep"]):
+        target.wait_for(lambda: target.finished)
+    assert first.peers[0].headers["authorization"] == "Bearer secret"
+    arrived = target.peers[0].headers
+    assert arrived["x-keep"] == "1" and "authorization" not in arrived and "x-drop" not in arrived
+    assert target.peers[0].request.startswith(b"GET /there HTTP/1.1")
+
+
+def test_a_redirect_to_another_scheme_is_refused(raw: Any) -> None:
+    def script(peer: RawPeer) -> None:
+        peer.read_request()
+        peer.send(b"HTTP/1.1 302 Found\r\nLocation: ftp://127.0.0.1/x\r\n\r\n")
+
+    t = transport(raw(script).url(), reconnect=FAST)
+    with pytest.raises(ProtocolError, match="not supported"):
+        t.connect()
+    t.close()
+
+
 def test_a_wrong_accept_key_is_refused(raw: Any) -> None:
     def script(peer: RawPeer) -> None:
         peer.read_request()

@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Deque, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from ..config import BufferConfig, ReconnectPolicy
 from ..errors import (
@@ -139,7 +139,8 @@ class WebSocketTransport(BaseTransport):
     :param timeout: seconds for the whole opening handshake (connect, TLS, request, status
         line and headers, however slowly they come) and for writing each frame.
     :param idle_timeout: seconds of silence that drop the connection when heartbeats are off.
-    :param reconnect: the :class:`ReconnectPolicy` (``None``: the default policy).
+    :param reconnect: the :class:`ReconnectPolicy` (``None``: the default policy; ``False``:
+        never reconnect).
     :param buffer: the receive :class:`BufferConfig`.
     :param last_event_id: sent as a ``Last-Event-ID`` handshake header when given.
     :param verify: ``True``, ``False`` or a CA bundle path (the ``requests`` forms).
@@ -147,6 +148,8 @@ class WebSocketTransport(BaseTransport):
     :param proxies: ``{"wss": "http://proxy:3128"}`` style mapping (``ws``/``wss``,
         ``http``/``https`` or ``all`` keys; HTTP CONNECT or SOCKS); ``http_proxy`` /
         ``https_proxy`` from the environment otherwise.
+    :param redirect_headers: header names that go along on a redirect to another origin, besides
+        the safe ones (``Authorization`` never does).
     :param debug: log this transport's wire-level lines whatever the logger's level.
     :param id: a stable id (a random one otherwise).
     :param scheduler: the timer pool for heartbeats (the shared default otherwise).
@@ -160,7 +163,7 @@ class WebSocketTransport(BaseTransport):
         self,
         url: str,
         *,
-        headers: Optional[dict[str, str]] = None,
+        headers: Optional[Mapping[str, str]] = None,
         subprotocols: Optional[Sequence[str]] = None,
         origin: Optional[str] = None,
         heartbeat_interval: Optional[float] = 30.0,
@@ -170,12 +173,13 @@ class WebSocketTransport(BaseTransport):
         compression: Optional[Literal["deflate"]] = "deflate",
         timeout: float = 10.0,
         idle_timeout: Optional[float] = 45.0,
-        reconnect: Optional[ReconnectPolicy] = None,
+        reconnect: Union[ReconnectPolicy, bool, None] = None,
         buffer: Optional[BufferConfig] = None,
         last_event_id: Optional[str] = None,
         verify: Union[bool, str] = True,
         cert: Union[str, Tuple[str, str], None] = None,
         proxies: Optional[dict[str, str]] = None,
+        redirect_headers: Sequence[str] = (),
         debug: bool = False,
         id: Optional[str] = None,
         scheduler: Optional[Scheduler] = None,
@@ -191,6 +195,7 @@ class WebSocketTransport(BaseTransport):
             verify=verify,
             cert=cert,
             proxies=proxies,
+            redirect_headers=redirect_headers,
             debug=debug,
             id=id,
             scheduler=scheduler,
@@ -234,6 +239,7 @@ class WebSocketTransport(BaseTransport):
             verify=self.verify,
             cert=self.cert,
             proxies=self.proxies,
+            redirect_headers=self.redirect_headers,
             url=url,
             timeout=self.timeout,
         )

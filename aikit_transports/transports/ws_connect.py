@@ -4,8 +4,9 @@
 The whole opening handshake runs against one deadline (``timeout``): connecting, TLS, writing
 the request and reading the status line and headers, however slowly the server sends them.
 The response head is capped (:data:`MAX_HEAD_BYTES`, :data:`MAX_HEAD_LINES`), so a server
-that never ends a line cannot grow memory. Redirects are followed here, never from ``wss`` to
-``ws``, and without credential headers once the origin changes.
+that never ends a line cannot grow memory. Redirects are followed here (three at most) by the
+policy every wire shares (:mod:`.redirects`): never from ``wss`` to ``ws`` nor to another
+scheme, and to another origin only the safe headers and those named in ``redirect_headers``.
 
 Direct connections are opened here; through a proxy (explicit, or ``http_proxy`` /
 ``https_proxy`` from the environment) ``websocket-client`` opens the tunnel (HTTP CONNECT or
@@ -33,8 +34,9 @@ from websocket import _url as ws_url
 from ..errors import ConnectError, HTTPStatusError, ProtocolError, TransportError
 from ..logs import server_text
 from ..parsers.deflate import OFFER, DeflateParams, ExtensionError, accept
-from ..redact import describe_exception, is_secret_header, redact_url
+from ..redact import describe_exception
 from .http_base import parse_retry_after
+from .redirects import check_redirect, headers_for_redirect
 
 __all__ = ["Connector", "Opened", "MAX_HEAD_BYTES", "MAX_HEAD_LINES"]
 
@@ -149,15 +151,6 @@ def _proxy_options(proxies: Any, url: str, timeout: float) -> Dict[str, Any]:
     return options
 
 
-def _origin(url: str) -> Tuple[str, Optional[str], Optional[int]]:
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return parts.scheme.lower(), parts.hostname, port
-
-
 def _redirect_target(head: _Head, url: str) -> Optional[str]:
     """The absolute ``ws``/``wss`` URL a redirect points to, else ``None``."""
     location = head.get("location")
@@ -212,6 +205,7 @@ class Connector:
         verify: Any,
         cert: Any,
         proxies: Any,
+        redirect_headers: Sequence[str],
         url: str,
         timeout: float,
     ) -> None:
@@ -223,6 +217,7 @@ class Connector:
         self.origin = origin
         self.compression = compression
         self.timeout = timeout
+        self.redirect_headers = tuple(redirect_headers)
         self._verify = verify
         self._cert = _check_cert(cert)
         self._proxy = _proxy_options(proxies, url, timeout)
@@ -270,14 +265,8 @@ class Connector:
             hops += 1
             if hops > MAX_REDIRECTS:
                 raise ConnectError(f"more than {MAX_REDIRECTS} redirects", retryable=False)
-            if url.lower().startswith("wss:") and not target.lower().startswith("wss:"):
-                raise ConnectError(
-                    f"refused to follow a redirect from wss to {redact_url(target)}: the "
-                    "connection would be in plain text",
-                    retryable=False,
-                )
-            if _origin(target) != _origin(url):
-                headers = {k: v for k, v in headers.items() if not is_secret_header(k)}
+            check_redirect(url, target)  # never to plain text, never to another scheme
+            headers = headers_for_redirect(headers, url, target, self.redirect_headers)
             url = target
 
     def _connect(self, url: str, deadline: float) -> socket.socket:
