@@ -582,10 +582,14 @@ def test_a_fragmented_compressed_message_is_inflated(raw: Any) -> None:
             + server_frame(PING, b"between")
             + server_frame(0, payload[40:])
         )
+        pongs.append(peer.read_frame())
         closing(peer)
 
+    pongs: List[Any] = []
     with transport(raw(script).url()) as t:
         assert [e.data for e in t.iter_events(timeout=5)] == [text.decode()]
+    pong = pongs[0]  # control frames are never compressed
+    assert pong is not None and (pong.opcode, pong.rsv1, pong.payload) == (PONG, False, b"between")
 
 
 def test_a_deflate_bomb_fails_with_1009(raw: Any) -> None:
