@@ -21,7 +21,7 @@ __all__ = [
     "EVENT_ALIASES",
 ]
 
-#: The names of the events a transport emits (SPEC §2), for type checkers.
+#: The names of the events a transport emits, for type checkers.
 EventName = Literal[
     "connecting",
     "connected",

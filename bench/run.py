@@ -13,6 +13,9 @@ its own, then runs every client of ``bench/clients.py`` in a fresh process per r
 * resident memory and threads of one process holding ``--memory-n`` idle SSE and as many idle
   WebSocket transports (and, for orientation, bare ``requests`` streams and
   ``websocket-client`` ``WebSocketApp``s);
+* WebSocket permessage-deflate: bytes on the wire and events/s for compressible JSON messages
+  of 1 KiB and 16 KiB, with and without compression, next to the ``websockets`` sync client
+  (``bench/ws_compression.py``);
 * the targets of the issue, each marked met or not;
 
 and records the run at the end of ``bench/RESULTS.md`` (``--no-write`` to skip). ``--quick`` is
@@ -38,6 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from clients import CLIENTS  # noqa: E402  (bench/ is not a package)
+from ws_compression import measure as ws_compression  # noqa: E402
 
 RESULTS = os.path.join(HERE, "RESULTS.md")
 MARKER = "<!-- Everything below is rewritten by bench/run.py on each run. -->"
@@ -421,6 +425,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-n", type=int, help="idle connections per wire (default 1000)")
     parser.add_argument("--no-memory-peers", action="store_true")
+    parser.add_argument(
+        "--no-compression", action="store_true", help="skip the WebSocket compression section"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     parser.add_argument("--title", default="Last run", help="heading of the recorded run")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every result")
@@ -471,6 +478,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 "interpreter",
                 "",
                 memory_table(mem),
+                "",
+            ]
+        if not args.no_compression:
+            counts = (2_000, 200) if args.quick else (20_000, 2_000)
+            sections += [
+                f"### WebSocket permessage-deflate, compressible JSON (median of {runs} runs)",
+                "",
+                ws_compression({"1 KiB": (counts[0], 1024), "16 KiB": (counts[1], 16384)}, runs),
                 "",
             ]
     finally:

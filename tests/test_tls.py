@@ -229,7 +229,7 @@ def test_a_redirect_from_tls_to_plain_text_is_refused(certs: Certs, wire: str) -
             with FaultProxy("127.0.0.1", r.http.port, ssl_context=certs.good) as front:
                 url = f"wss://127.0.0.1:{front.port}/downgrade"
                 t = r.transport(url, verify=certs.ca_path, reconnect=RETRYING)
-                _refused(t, ConnectError)
+                _refused(t, ProtocolError)
         else:
             t = r.transport(r.url("/downgrade"), verify=certs.ca_path, reconnect=RETRYING)
             _refused(t, ProtocolError)

@@ -3,13 +3,16 @@ sockets: frames built here byte by byte, fed whole, split at every boundary and 
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+import tracemalloc
+import zlib
+from typing import Any, List, Sequence, Tuple, Union
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aikit_transports.events import Event
+from aikit_transports.parsers.deflate import DeflateParams, Inflater
 from aikit_transports.parsers.websocket import FrameError, FrameParser
 
 Message = Union[str, bytes]
@@ -228,3 +231,153 @@ def test_reset_forgets_partial_state() -> None:
     parser.feed(frame(1, b"part", fin=False) + frame(1, b"xyz")[:2])
     parser.reset()
     assert messages(parser.feed(frame(1, b"fresh"))) == [("message", "fresh")]
+
+
+# -- close frames (RFC 6455 §7.4, Autobahn 7.x) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535]
+)
+def test_close_codes_no_endpoint_may_send_are_1002(code: int) -> None:
+    with pytest.raises(FrameError, match=f"invalid code {code}") as info:
+        FrameParser().feed(frame(8, code.to_bytes(2, "big")))
+    assert info.value.code == 1002
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 4999])
+def test_close_codes_an_endpoint_may_send_are_kept(code: int) -> None:
+    parser = FrameParser()
+    parser.feed(frame(8, code.to_bytes(2, "big") + "r\u00e9ason".encode()))
+    assert parser.closed == (code, "r\u00e9ason")
+
+
+def test_close_reason_that_is_not_utf8_is_1007() -> None:
+    with pytest.raises(FrameError, match="reason is not UTF-8") as info:
+        FrameParser().feed(
+            frame(8, (1000).to_bytes(2, "big") + b"\xce\xba\xe1\xbd\xb9\xed\xa0\x80")
+        )
+    assert info.value.code == 1007
+
+
+# -- bounded messages ----------------------------------------------------------------------------
+
+
+def test_empty_continuation_frames_count_and_end_with_1009_in_flat_memory() -> None:
+    limit = 1 << 20
+    parser = FrameParser(max_message_bytes=limit)
+    parser.feed(frame(1, b"a", fin=False))
+    batch = frame(0, b"", fin=False) * 32768  # 64 KiB of empty continuation frames
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameError) as info:
+            for _ in range(64):  # 4 MiB on the wire: more fragments than the limit allows
+                parser.feed(batch)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.code == 1009
+    assert peak < 256 * 1024  # the 64 KiB chunk and the parser's own state, not 2 MiB
+
+
+def test_fragments_are_assembled_in_one_buffer() -> None:
+    parser = FrameParser(max_message_bytes=1 << 20)
+    data = b"".join(
+        frame(2 if i == 0 else 0, bytes([i % 256]) * 1000, fin=False) for i in range(500)
+    )
+    tracemalloc.start()
+    try:
+        events = parser.feed(data + frame(0, b"end"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(events[0].data) == 500_003
+    assert peak < 4 * 500_003  # the wire chunk, the buffer and the message: no per-piece objects
+
+
+# -- permessage-deflate (RFC 7692) ---------------------------------------------------------------
+
+
+def deflate_parser(limit: int = 16 << 20, **params: Any) -> FrameParser:
+    parser = FrameParser(max_message_bytes=limit)
+    parser.reset(Inflater(DeflateParams(**params)))
+    return parser
+
+
+def compressed(data: bytes, z: Any = None) -> bytes:
+    z = z or zlib.compressobj(6, zlib.DEFLATED, -15)
+    out = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def test_compressed_messages_are_inflated_with_context_takeover() -> None:
+    parser = deflate_parser()
+    z = zlib.compressobj(6, zlib.DEFLATED, -15)
+    text = "the same words again and again " * 20
+    first, second = compressed(text.encode(), z), compressed(text.encode(), z)
+    assert len(second) < len(first)  # the second refers back to the first
+    events = parser.feed(frame(1, first, rsv=4) + frame(2, second, rsv=4) + frame(1, b"plain"))
+    assert messages(events) == [("message", text), ("binary", text.encode()), ("message", "plain")]
+
+
+def test_server_no_context_takeover_inflates_each_message_alone() -> None:
+    parser = deflate_parser(server_no_context_takeover=True)
+    payload = compressed(b"hello hello hello")
+    events = parser.feed(frame(1, payload, rsv=4) + frame(1, payload, rsv=4))
+    assert messages(events) == [("message", "hello hello hello")] * 2
+
+
+def test_a_fragmented_compressed_message_sets_rsv1_on_its_first_frame_only() -> None:
+    payload = compressed(("fragmented " * 100).encode())
+    parts = [payload[:5], payload[5:20], payload[20:]]
+    data = frame(1, parts[0], fin=False, rsv=4) + frame(0, parts[1], fin=False)
+    data += frame(9, b"ping") + frame(0, parts[2])
+    parser = deflate_parser()
+    assert messages(parser.feed(data)) == [("message", "fragmented " * 100)]
+    assert parser.controls == [(9, b"ping")]
+
+
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        (frame(1, b"a", fin=False, rsv=4) + frame(0, b"b", rsv=4), "RSV1"),
+        (frame(9, b"x", rsv=4), "RSV1"),
+        (frame(1, b"x", rsv=2), "reserved bits"),
+    ],
+)
+def test_rsv_bits_misused_under_deflate_are_1002(data: bytes, what: str) -> None:
+    with pytest.raises(FrameError, match=what) as info:
+        deflate_parser().feed(data)
+    assert info.value.code == 1002
+
+
+def test_rsv1_without_deflate_negotiated_is_1002() -> None:
+    with pytest.raises(FrameError, match="reserved bits") as info:
+        FrameParser().feed(frame(1, compressed(b"x"), rsv=4))
+    assert info.value.code == 1002
+
+
+def test_data_that_does_not_inflate_is_1007() -> None:
+    with pytest.raises(FrameError, match="does not inflate") as info:
+        deflate_parser().feed(frame(1, b"\xff\xff\xff\xff", rsv=4))
+    assert info.value.code == 1007
+
+
+def test_a_deflate_bomb_stops_at_the_limit_in_bounded_memory() -> None:
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(z.compress(zeros) for _ in range(256)) + z.flush(zlib.Z_SYNC_FLUSH)[:-4]
+    data = frame(2, bomb, rsv=4)  # about 256 KB on the wire, 256 MiB inflated
+    limit = 1 << 20
+    parser = deflate_parser(limit)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FrameError, match="inflated") as info:
+            for pos in range(0, len(data), 65536):
+                parser.feed(data[pos : pos + 65536])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.code == 1009
+    assert peak < 3 * limit  # the limit, one inflate step and the frame: not 256 MiB

@@ -1,16 +1,19 @@
 """WebSocket frames from the server, sans-I/O (RFC 6455 §5): bytes in, messages out.
 
 The transport reads the socket in large pieces and feeds them here; the parser reassembles
-fragmented messages, collects control frames, checks sizes from the frame header (before a
-payload is buffered) and validates UTF-8 with ``bytes.decode`` (in C).
+fragmented messages, inflates compressed ones (RFC 7692, through :mod:`.deflate`), collects
+control frames, checks sizes from the frame header (before a payload is buffered) and validates
+UTF-8 with ``bytes.decode`` (in C).
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from typing import List, Optional, Tuple
 
 from ..events import Event, new_event
+from .deflate import Inflater
 
 __all__ = [
     "FrameParser",
@@ -19,6 +22,7 @@ __all__ = [
     "close_code_name",
     "RECONNECT_CLOSE_CODES",
     "NORMAL_CLOSE_CODES",
+    "valid_close_code",
 ]
 
 OP_CONT = 0x0
@@ -52,6 +56,12 @@ CLOSE_CODE_NAMES = {
 }
 
 
+def valid_close_code(code: int) -> bool:
+    """Whether a close frame may carry ``code`` (RFC 6455 §7.4): the defined codes that an
+    endpoint may send (1000-1003, 1007-1014; never 1004, 1005, 1006 or 1015) and 3000-4999."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 def close_code_name(code: int) -> str:
     """A short description of a close code (RFC 6455 §7.4)."""
     return CLOSE_CODE_NAMES.get(code, "application code" if 3000 <= code < 5000 else "unknown")
@@ -69,12 +79,21 @@ class FrameError(Exception):
 
 
 def parse_close(payload: bytes, events: List[Event]) -> Tuple[int, str]:
+    """The ``(code, reason)`` of a close frame's payload; 1005 when it has none.
+
+    A 1-byte payload or a code no endpoint may send (1005, 1006 and 1015 included) is a
+    protocol error (1002); a reason that is not UTF-8 is invalid data (1007)."""
     if not payload:
         return 1005, ""
     if len(payload) == 1:
         raise FrameError(1002, "close frame with a 1-byte payload", events)
     code = (payload[0] << 8) | payload[1]
-    return code, payload[2:].decode("utf-8", "replace")
+    if not valid_close_code(code):
+        raise FrameError(1002, f"close frame with the invalid code {code}", events)
+    try:
+        return code, payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError(1007, "close frame whose reason is not UTF-8", events) from None
 
 
 class FrameParser:
@@ -82,10 +101,16 @@ class FrameParser:
 
     :meth:`feed` takes bytes as read and returns the complete data messages as ``Event``s
     (text: ``"message"`` with ``str`` data; binary: ``"binary"`` with ``bytes``), fragmented
-    messages reassembled. Pings and pongs are collected in ``controls``; a close frame sets
-    ``closed`` to ``(code, reason)`` and ends parsing. A broken frame, invalid UTF-8 or a
-    message larger than ``max_message_bytes`` (checked from the frame header, before the
-    payload is buffered) raises :class:`FrameError` with the close code to send.
+    messages reassembled and compressed ones inflated (when :meth:`reset` was given an
+    :class:`~.deflate.Inflater`). Pings and pongs are collected in ``controls``, in order; a close
+    frame sets ``closed`` to ``(code, reason)`` and ends parsing. A broken frame, invalid UTF-8
+    or a message larger than ``max_message_bytes`` raises :class:`FrameError` with the close
+    code to send.
+
+    ``max_message_bytes`` bounds what one message holds in memory: the payload on the wire
+    (checked from each frame header, before the payload is buffered), the inflated size of a
+    compressed message (checked while inflating), and the number of fragments, each of which
+    counts as one byte at least, so a flood of empty continuation frames ends with 1009.
     """
 
     def __init__(
@@ -94,15 +119,20 @@ class FrameParser:
         self.max_message_bytes = max_message_bytes
         self.transport_id = transport_id
         self._short_limit = min(125, max_message_bytes)
+        # Compressed data can be a little larger than the message (stored blocks).
+        self._wire_limit = max_message_bytes + (max_message_bytes >> 10) + 64
         self.reset()
 
-    def reset(self) -> None:
-        """Forget any partial frame or message (a new connection starts)."""
+    def reset(self, inflater: Optional[Inflater] = None) -> None:
+        """Forget any partial frame or message (a new connection starts); ``inflater`` when
+        permessage-deflate is in force on the new connection."""
+        self._inflater = inflater
         self._chunks: List[bytes] = []
         self._buffered = 0
         self._need = 0
         self._frag_opcode = 0
-        self._frags: List[bytes] = []
+        self._frag_compressed = False
+        self._frag_data = bytearray()
         self._frag_size = 0
         self.controls: List[Tuple[int, bytes]] = []
         self.closed: Optional[Tuple[int, str]] = None
@@ -138,7 +168,7 @@ class FrameParser:
                 b0 = data[pos]
                 b1 = data[pos + 1]
                 if b0 == 0x81 and b1 <= short and not frag:
-                    # the hot path: a short, unfragmented, unmasked text message
+                    # the hot path: a short, unfragmented, uncompressed, unmasked text message
                     end = pos + 2 + b1
                     if end > n:
                         need = 2 + b1
@@ -152,11 +182,20 @@ class FrameParser:
                     continue
                 if b1 & 0x80:
                     raise FrameError(1002, "the server sent a masked frame", events)
+                opcode = b0 & 0x0F
+                fin = b0 & 0x80
+                compressed = False
                 if b0 & 0x70:
-                    raise FrameError(
-                        1002, "reserved bits set but no extension was negotiated", events
-                    )
-                length = b1
+                    if (b0 & 0x70) != 0x40 or self._inflater is None:
+                        raise FrameError(
+                            1002, "reserved bits set but no extension uses them", events
+                        )
+                    if opcode not in (OP_TEXT, OP_BINARY):
+                        raise FrameError(
+                            1002, "RSV1 set on a frame that does not start a message", events
+                        )
+                    compressed = True
+                length = b1 & 0x7F
                 start = pos + 2
                 if length == 126:
                     if n - pos < 4:
@@ -170,8 +209,6 @@ class FrameParser:
                         break
                     length = int.from_bytes(data[pos + 2 : pos + 10], "big")
                     start = pos + 10
-                opcode = b0 & 0x0F
-                fin = b0 & 0x80
                 if opcode >= 8:
                     if opcode > OP_PONG:
                         raise FrameError(1002, f"unknown opcode {opcode:#x}", events)
@@ -180,14 +217,16 @@ class FrameParser:
                 elif opcode > OP_BINARY:
                     raise FrameError(1002, f"unknown opcode {opcode:#x}", events)
                 else:
-                    total = length + self._frag_size if opcode == OP_CONT else length
-                    if total > self.max_message_bytes:
-                        raise FrameError(
-                            1009,
-                            f"message of {total} bytes or more exceeds max_message_bytes "
-                            f"({self.max_message_bytes})",
-                            events,
-                        )
+                    if opcode == OP_CONT:
+                        # every fragment costs one byte at least: empty ones cannot flood
+                        total = self._frag_size + (length or 1)
+                        squeezed = self._frag_compressed
+                    else:
+                        total = length
+                        squeezed = compressed
+                    if total > (self._wire_limit if squeezed else self.max_message_bytes):
+                        what = "message" if opcode else "fragmented message (empty fragments count)"
+                        raise self._too_big(what, total, events)
                 end = start + length
                 if end > n:
                     need = end - pos
@@ -199,40 +238,41 @@ class FrameParser:
                         raise FrameError(
                             1002, "a new message started inside a fragmented one", events
                         )
-                    if fin:
+                    if fin and not compressed:
                         if opcode == OP_TEXT:
                             append(
                                 new_event(payload.decode("utf-8"), "message", None, None, tid, now)
                             )
                         else:
                             append(new_event(payload, "binary", None, None, tid, now))
-                    else:
-                        frag = self._frag_opcode = opcode
-                        self._frags = [payload]
-                        self._frag_size = length
+                        continue
+                    frag = self._frag_opcode = opcode
+                    self._frag_compressed = compressed
+                    self._frag_data = bytearray()
+                    self._frag_size = length
                 elif opcode == OP_CONT:
                     if not frag:
                         raise FrameError(
                             1002, "continuation frame outside a fragmented message", events
                         )
-                    self._frags.append(payload)
-                    self._frag_size += length
-                    if fin:
-                        whole = b"".join(self._frags)
-                        self._frags = []
-                        self._frag_size = 0
-                        if frag == OP_TEXT:
-                            append(
-                                new_event(whole.decode("utf-8"), "message", None, None, tid, now)
-                            )
-                        else:
-                            append(new_event(whole, "binary", None, None, tid, now))
-                        frag = self._frag_opcode = 0
+                    self._frag_size = total
                 elif opcode == OP_CLOSE:
                     self.closed = parse_close(payload, events)
                     return events  # nothing after a close frame counts
                 else:
                     self.controls.append((opcode, payload))
+                    continue
+                # a fragment of a data message (or a whole compressed one)
+                self._add_fragment(payload, bool(fin), events)
+                if fin:
+                    whole = self._frag_data
+                    self._frag_data = bytearray()
+                    self._frag_size = 0
+                    if frag == OP_TEXT:
+                        append(new_event(whole.decode("utf-8"), "message", None, None, tid, now))
+                    else:
+                        append(new_event(bytes(whole), "binary", None, None, tid, now))
+                    frag = self._frag_opcode = 0
         except UnicodeDecodeError as exc:
             raise FrameError(
                 1007, f"invalid UTF-8 in a text message ({exc.reason} at byte {exc.start})", events
@@ -244,3 +284,26 @@ class FrameParser:
         else:
             self._buffered = 0
         return events
+
+    def _add_fragment(self, payload: bytes, last: bool, events: List[Event]) -> None:
+        """Append one frame's payload to the message being assembled, inflated if need be."""
+        if not self._frag_compressed:
+            self._frag_data += payload
+            return
+        inflater = self._inflater
+        assert inflater is not None  # RSV1 is refused without one
+        try:
+            within = inflater.inflate(payload, self._frag_data, self.max_message_bytes, last)
+        except zlib.error as exc:
+            raise FrameError(
+                1007, f"a compressed message does not inflate ({exc})", events
+            ) from exc
+        if not within:
+            raise self._too_big("inflated message", len(self._frag_data), events)
+
+    def _too_big(self, what: str, size: int, events: List[Event]) -> FrameError:
+        return FrameError(
+            1009,
+            f"{what}: {size} bytes or more, over max_message_bytes ({self.max_message_bytes})",
+            events,
+        )

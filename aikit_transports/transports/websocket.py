@@ -1,11 +1,12 @@
-"""WebSocket over ``websocket-client``'s low-level ``WebSocket`` object, on the shared base.
+"""WebSocket (RFC 6455, with permessage-deflate from RFC 7692) on the shared base.
 
-``websocket-client`` opens the connection (TCP, HTTP proxy, TLS, the upgrade handshake) and
-formats outgoing frames; incoming frames are parsed here by :class:`FrameParser`, a sans-I/O
-parser fed with whole socket reads. Reading 64 KiB at a time (rather than the library's
-header-then-payload reads) hands every message already received to consumers as one batch,
-checks ``max_message_bytes`` from the frame header before the payload is buffered, and
-validates UTF-8 with ``bytes.decode`` (in C).
+:mod:`.ws_connect` opens the connection (TCP, proxy, TLS, the opening handshake, all within
+``timeout``); ``websocket-client`` formats outgoing frames; incoming frames are parsed by
+:class:`FrameParser`, a sans-I/O parser fed with whole socket reads. Reading 64 KiB at a time
+hands every message already received to consumers as one batch, checks ``max_message_bytes``
+from the frame header before the payload is buffered, and validates UTF-8 with
+``bytes.decode`` (in C). Control frames are answered as they are read, before the messages of
+the same read are handed on: every ping gets its pong.
 
 Locks and queues, each named for its job:
 
@@ -21,128 +22,50 @@ Locks and queues, each named for its job:
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import json as _json
-import os
 import select
 import socket
 import ssl
 import threading
 import time
-from typing import Any, Deque, List, NamedTuple, Optional, Sequence, Tuple
-from urllib.parse import unquote, urljoin, urlsplit
+from typing import Any, Deque, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
-import websocket
-from websocket import ABNF
-
+from ..config import BufferConfig, ReconnectPolicy
 from ..errors import (
     BufferFullError,
     ConnectError,
     HeartbeatTimeout,
-    HTTPStatusError,
     MessageTooLarge,
     ProtocolError,
     TransportClosedError,
     TransportError,
     UnsentMessagesError,
-    WebSocketClosed,
 )
 from ..events import TransportType
 from ..logs import snippet
+from ..parsers.deflate import Deflater, Inflater
 from ..parsers.websocket import (
     NORMAL_CLOSE_CODES,
-    OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
-    OP_TEXT,
-    RECONNECT_CLOSE_CODES,
     FrameError,
     FrameParser,
-    close_code_name,
 )
-from ..redact import describe_exception, is_secret_header, redact_headers, redact_url
-from ..timers import TimerHandle
+from ..redact import describe_exception, redact_headers
+from ..timers import Scheduler, TimerHandle
 from ..validate import check_int, check_seconds
 from .base import DONE, EOF_, BaseTransport
-from .http_base import parse_retry_after
 from .sessions import user_agent
+from .ws_connect import Connector
+from .ws_frames import Outgoing, can_write, client_frame, closed_error, encode, shutdown
 
 __all__ = ["WebSocketTransport"]
 
 _READ_SIZE = 65536
 #: How long ``close()`` waits for the server's reply to its close frame.
 _CLOSE_REPLY_WAIT = 1.0
-#: Redirects a handshake may follow (as ``websocket-client`` allows by default).
-_MAX_REDIRECTS = 3
-_REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-
-
-class _Outgoing(NamedTuple):
-    """A message waiting for a connection: what the user gave, and its frame on the wire."""
-
-    data: Any
-    frame: bytes
-
-
-def _encode(data: Any) -> Tuple[bytes, int]:
-    """The payload and opcode for ``data`` (str → text, bytes-like → binary, dict/list → JSON)."""
-    if isinstance(data, str):
-        return data.encode("utf-8"), OP_TEXT
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data), OP_BINARY
-    if isinstance(data, (dict, list)):
-        try:
-            return _json.dumps(data).encode("utf-8"), OP_TEXT
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"send(): the {type(data).__name__} is not JSON serializable: {exc}"
-            ) from None
-    raise TypeError(
-        f"send() takes str, bytes, bytearray, memoryview, dict or list, not {type(data).__name__}"
-    )
-
-
-def _frame(payload: bytes, opcode: int) -> bytes:
-    """A masked client frame (RFC 6455 §5.3), formatted by websocket-client."""
-    return ABNF.create_frame(payload, opcode).format()
-
-
-_CLOSE_NORMAL_FRAME_PAYLOAD = (1000).to_bytes(2, "big")
-
-if hasattr(select, "poll"):
-
-    def _can_write(sock: socket.socket) -> bool:
-        poller = select.poll()
-        poller.register(sock, select.POLLOUT)
-        return bool(poller.poll(0))
-
-else:  # pragma: no cover - Windows
-
-    def _can_write(sock: socket.socket) -> bool:
-        return bool(select.select([], [sock], [], 0)[1])
-
-
-def _closed(code: int, reason: str = "", detail: str = "") -> WebSocketClosed:
-    """The error for a connection that ended with ``code``."""
-    message = f"connection closed with code {code} ({close_code_name(code)})"
-    if reason or detail:
-        message += f": {(reason or detail)[:200]}"
-    return WebSocketClosed(
-        message, code=code, reason=reason, retryable=code in RECONNECT_CLOSE_CODES
-    )
-
-
-def _default_ca_bundle() -> str:
-    """The CA bundle ``requests`` uses: ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, else certifi."""
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        value = os.environ.get(name)
-        if value:
-            return value
-    from requests.utils import DEFAULT_CA_BUNDLE_PATH
-
-    return str(DEFAULT_CA_BUNDLE_PATH)
+_CLOSE_NORMAL = (1000).to_bytes(2, "big")
 
 
 class WebSocketTransport(BaseTransport):
@@ -151,9 +74,12 @@ class WebSocketTransport(BaseTransport):
     Messages: a text frame becomes ``Event(type="message", data=str)``, a binary frame
     ``Event(type="binary", data=bytes)``; fragmented messages are reassembled. A message over
     ``max_message_bytes`` closes the connection with 1009 and raises ``MessageTooLarge`` (a
-    ``ProtocolError``); invalid UTF-8 in a text message closes it with 1007 and a
-    ``ProtocolError``; a malformed frame closes it with 1002. These three are retryable: the
-    messages received before them are delivered, and the transport reconnects by its policy.
+    ``ProtocolError``); invalid UTF-8 in a text message or a close reason closes it with 1007
+    and a ``ProtocolError``; a malformed frame, or a close frame with a code no endpoint may
+    send (1005, 1006 and 1015 included), closes it with 1002. These are retryable: the messages
+    received before them are delivered, and the transport reconnects by its policy. Close
+    reasons are kept as data (``WebSocketClosed.reason``) but shown escaped and cut to 200
+    characters.
 
     Close codes: 1000, or a close frame without a code, ends the stream (``done``);
     1001, 1006 (lost), 1011, 1012, 1013 and 1014 reconnect; any other code fails the transport
@@ -192,12 +118,41 @@ class WebSocketTransport(BaseTransport):
       are reported, never dropped silently: one ``error`` event carrying an
       :class:`UnsentMessagesError` whose ``unsent`` lists them in order.
 
-    Options: ``headers`` go with the handshake (never logged), as do ``subprotocols`` (the one
-    the server chose is ``subprotocol``) and ``origin``; ``last_event_id``, when given, is sent
-    as a ``Last-Event-ID`` header. ``verify``, ``cert`` and ``proxies`` take the ``requests``
-    forms (an HTTP CONNECT proxy under the ``ws``/``wss``, ``http``/``https`` or ``all`` key;
-    ``http_proxy`` / ``https_proxy`` from the environment otherwise). ``timeout`` bounds the
-    connect, the handshake and the writing of each frame.
+    Compression: permessage-deflate (RFC 7692) is offered by default (``compression="deflate"``,
+    ``None`` turns it off), with ``client_max_window_bits``; the server's
+    ``*_no_context_takeover`` and window sizes are honoured. ``max_message_bytes`` counts the
+    inflated size, checked while inflating: a deflate bomb fails with 1009 having used little
+    more memory than the limit.
+
+    Parameters:
+
+    :param url: a ``ws://`` or ``wss://`` URL.
+    :param headers: extra handshake headers (never logged).
+    :param subprotocols: subprotocols to offer; the one the server chose is ``subprotocol``.
+    :param origin: the ``Origin`` header (the URL's origin otherwise).
+    :param heartbeat_interval: seconds between pings (``None``: no heartbeat).
+    :param heartbeat_timeout: seconds to wait for a pong or any frame after a ping.
+    :param send_queue_size: messages that may wait for a connection.
+    :param max_message_bytes: the largest message (inflated size, fragments included; an
+        empty fragment counts as one byte).
+    :param compression: ``"deflate"`` to offer permessage-deflate, ``None`` for none.
+    :param timeout: seconds for the whole opening handshake (connect, TLS, request, status
+        line and headers, however slowly they come) and for writing each frame.
+    :param idle_timeout: seconds of silence that drop the connection when heartbeats are off.
+    :param reconnect: the :class:`ReconnectPolicy` (``None``: the default policy; ``False``:
+        never reconnect).
+    :param buffer: the receive :class:`BufferConfig`.
+    :param last_event_id: sent as a ``Last-Event-ID`` handshake header when given.
+    :param verify: ``True``, ``False`` or a CA bundle path (the ``requests`` forms).
+    :param cert: a client certificate: a PEM path or a ``(cert, key)`` pair.
+    :param proxies: ``{"wss": "http://proxy:3128"}`` style mapping (``ws``/``wss``,
+        ``http``/``https`` or ``all`` keys; HTTP CONNECT or SOCKS); ``http_proxy`` /
+        ``https_proxy`` from the environment otherwise.
+    :param redirect_headers: header names that go along on a redirect to another origin, besides
+        the safe ones (``Authorization`` never does).
+    :param debug: log this transport's wire-level lines whatever the logger's level.
+    :param id: a stable id (a random one otherwise).
+    :param scheduler: the timer pool for heartbeats (the shared default otherwise).
     """
 
     type = TransportType.WEBSOCKET
@@ -208,16 +163,43 @@ class WebSocketTransport(BaseTransport):
         self,
         url: str,
         *,
-        headers: Optional[dict[str, str]] = None,
+        headers: Optional[Mapping[str, str]] = None,
         subprotocols: Optional[Sequence[str]] = None,
         origin: Optional[str] = None,
         heartbeat_interval: Optional[float] = 30.0,
         heartbeat_timeout: float = 10.0,
         send_queue_size: int = 1000,
         max_message_bytes: int = 16 << 20,
-        **options: Any,
+        compression: Optional[Literal["deflate"]] = "deflate",
+        timeout: float = 10.0,
+        idle_timeout: Optional[float] = 45.0,
+        reconnect: Union[ReconnectPolicy, bool, None] = None,
+        buffer: Optional[BufferConfig] = None,
+        last_event_id: Optional[str] = None,
+        verify: Union[bool, str] = True,
+        cert: Union[str, Tuple[str, str], None] = None,
+        proxies: Optional[dict[str, str]] = None,
+        redirect_headers: Sequence[str] = (),
+        debug: bool = False,
+        id: Optional[str] = None,
+        scheduler: Optional[Scheduler] = None,
     ) -> None:
-        super().__init__(url, headers=headers, **options)
+        super().__init__(
+            url,
+            headers=headers,
+            timeout=timeout,
+            idle_timeout=idle_timeout,
+            reconnect=reconnect,
+            buffer=buffer,
+            last_event_id=last_event_id,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+            redirect_headers=redirect_headers,
+            debug=debug,
+            id=id,
+            scheduler=scheduler,
+        )
         if subprotocols is not None and (
             isinstance(subprotocols, (str, bytes))
             or not all(isinstance(p, str) and p for p in subprotocols)
@@ -225,6 +207,8 @@ class WebSocketTransport(BaseTransport):
             raise ValueError("subprotocols must be a list of non-empty strings")
         if origin is not None and not isinstance(origin, str):
             raise ValueError("origin must be a string")
+        if compression not in ("deflate", None):
+            raise ValueError("compression must be 'deflate' or None")
         check_seconds("heartbeat_interval", heartbeat_interval)
         check_seconds("heartbeat_timeout", heartbeat_timeout, allow_none=False)
         check_int("send_queue_size", send_queue_size, minimum=0)
@@ -237,10 +221,28 @@ class WebSocketTransport(BaseTransport):
         self.heartbeat_timeout = float(heartbeat_timeout)
         self.send_queue_size = send_queue_size
         self.max_message_bytes = max_message_bytes
+        self.compression = compression
         #: The subprotocol the server chose on the current (or last) connection.
         self.subprotocol: Optional[str] = None
-        self._connect_options = self._build_connect_options()
-        self._sslopt = self._build_sslopt()
+        handshake_headers = dict(self.headers)
+        if self._initial_event_id is not None and not any(
+            k.lower() == "last-event-id" for k in handshake_headers
+        ):
+            handshake_headers["Last-Event-ID"] = self._initial_event_id
+        if not any(k.lower() == "user-agent" for k in handshake_headers):
+            handshake_headers["User-Agent"] = user_agent("websocket-client")
+        self._connector = Connector(
+            headers=handshake_headers,
+            subprotocols=self.subprotocols,
+            origin=origin,
+            compression=compression is not None,
+            verify=self.verify,
+            cert=self.cert,
+            proxies=self.proxies,
+            redirect_headers=self.redirect_headers,
+            url=url,
+            timeout=self.timeout,
+        )
         # Without heartbeats, reads wake up often enough to notice idle_timeout of silence.
         idle = self.idle_timeout
         self._io_timeout = (
@@ -248,18 +250,18 @@ class WebSocketTransport(BaseTransport):
         )
 
         self._parser = FrameParser(max_message_bytes, self.id)
-        self._ws: Optional[websocket.WebSocket] = None
+        self._deflater: Optional[Deflater] = None  # compression of this connection's sends
         self._sock: Optional[socket.socket] = None
+        self._leftover = b""  # frames that came with the handshake response
         self._recv_since: Optional[float] = None  # set while the reader waits on the socket
         self._heartbeat_error: Optional[HeartbeatTimeout] = None
         self._write_error: Optional[BaseException] = None
-        self._pong_due: Optional[bytes] = None
         self._closing = False  # our close frame went out on this connection
         self._close_reply = threading.Event()
 
         self._frame_write_lock = threading.Lock()
         self._sends_flushed = threading.Condition(self._frame_write_lock)
-        self._pending_sends: Deque[_Outgoing] = collections.deque()
+        self._pending_sends: Deque[Outgoing] = collections.deque()
         self._writable: Optional[socket.socket] = None
         self._sending_closed = False
 
@@ -271,98 +273,19 @@ class WebSocketTransport(BaseTransport):
         self._ping_payload: Optional[bytes] = None
         self._ping_count = 0
 
-    # -- options ------------------------------------------------------------------------
-
-    def _build_connect_options(self) -> dict[str, Any]:
-        headers = dict(self.headers)
-        if self._initial_event_id is not None and not any(
-            k.lower() == "last-event-id" for k in headers
-        ):
-            headers["Last-Event-ID"] = self._initial_event_id
-        if not any(k.lower() == "user-agent" for k in headers):
-            headers["User-Agent"] = user_agent("websocket-client")
-        options: dict[str, Any] = {"header": headers, "timeout": self.timeout}
-        if self.subprotocols:
-            options["subprotocols"] = self.subprotocols
-        if self.origin is not None:
-            options["origin"] = self.origin
-        options.update(self._proxy_options())
-        return options
-
-    def _proxy_options(self) -> dict[str, Any]:
-        proxies = self.proxies
-        if not proxies:
-            return {}
-        if not hasattr(proxies, "get"):
-            raise ValueError("proxies must be a mapping of schemes to proxy URLs")
-        secure = self.url.lower().startswith("wss:")
-        proxy_url = (
-            proxies.get("wss" if secure else "ws")
-            or proxies.get("https" if secure else "http")
-            or proxies.get("all")
-        )
-        if not proxy_url:
-            return {}
-        if not isinstance(proxy_url, str):
-            raise ValueError("proxies must map schemes to proxy URL strings")
-        parts = urlsplit(proxy_url if "://" in proxy_url else f"http://{proxy_url}")
-        kind = parts.scheme.lower()
-        if kind == "https":
-            kind = "http"
-        if kind not in ("http", "socks4", "socks4a", "socks5", "socks5h"):
-            raise ValueError(f"proxies: unsupported proxy scheme {parts.scheme!r}")
-        if not parts.hostname:
-            raise ValueError("proxies: a proxy URL needs a host")
-        try:
-            port = parts.port or 80
-        except ValueError:
-            raise ValueError("proxies: bad proxy port") from None
-        options: dict[str, Any] = {
-            "http_proxy_host": parts.hostname,
-            "http_proxy_port": port,
-            "proxy_type": kind,
-            "http_proxy_timeout": self.timeout,
-        }
-        if parts.username:
-            options["http_proxy_auth"] = (unquote(parts.username), unquote(parts.password or ""))
-        return options
-
-    def _build_sslopt(self) -> dict[str, Any]:
-        opt: dict[str, Any] = {}
-        if self.verify is False:
-            opt["cert_reqs"] = ssl.CERT_NONE
-            opt["check_hostname"] = False
-        else:
-            opt["cert_reqs"] = ssl.CERT_REQUIRED
-            path = self.verify if isinstance(self.verify, str) else _default_ca_bundle()
-            opt["ca_cert_path" if os.path.isdir(path) else "ca_certs"] = path
-        cert = self.cert
-        if cert is not None:
-            if isinstance(cert, str):
-                opt["certfile"] = cert
-            elif (
-                isinstance(cert, tuple)
-                and len(cert) == 2
-                and all(isinstance(part, str) for part in cert)
-            ):
-                opt["certfile"], opt["keyfile"] = cert
-            else:
-                raise ValueError("cert must be a PEM path or a (cert, key) pair of paths")
-        return opt
-
     # -- sending ------------------------------------------------------------------------
 
     def send(self, data: Any, timeout: Optional[float] = None) -> None:
         """Send ``data`` (str → text, bytes-like → binary, dict/list → JSON text).
 
-        Returns once the frame is written, or queued while there is no connection
-        (``BufferFullError`` when the queue is full). ``timeout`` bounds the wait for other
-        sends to finish their frames (then ``TimeoutError``, and nothing is sent).
+        Returns once the frame is written (compressed when the connection negotiated
+        permessage-deflate), or queued while there is no connection (``BufferFullError`` when
+        the queue is full). ``timeout`` bounds the wait for other sends to finish their frames
+        (then ``TimeoutError``, and nothing is sent).
         """
         if timeout is not None:
             check_seconds("timeout", timeout)
-        payload, opcode = _encode(data)
-        frame = _frame(payload, opcode)
+        payload, opcode = encode(data)
         lock = self._frame_write_lock
         if not lock.acquire(timeout=-1 if timeout is None else timeout):
             raise TimeoutError(f"send(): other sends held the connection for {timeout} s")
@@ -380,17 +303,18 @@ class WebSocketTransport(BaseTransport):
                         transport_id=self.id,
                         url=self.safe_url,
                     )
-                self._pending_sends.append(_Outgoing(data, frame))
+                self._pending_sends.append(Outgoing(data, payload, opcode))
                 return
+            frame = self._data_frame(payload, opcode)
             try:
                 sock.sendall(frame)
             except OSError as exc:
                 # The frame did not go out whole, so the server cannot have it: it goes first
                 # in the queue for the next connection, and the connection is dropped.
-                self._pending_sends.appendleft(_Outgoing(data, frame))
+                self._pending_sends.appendleft(Outgoing(data, payload, opcode))
                 self._writable = None
                 self._write_error = exc
-                _shutdown(sock)
+                shutdown(sock)
                 return
             m = self._m
             m.messages_sent += 1
@@ -398,13 +322,23 @@ class WebSocketTransport(BaseTransport):
         finally:
             lock.release()
 
-    def _flush_pending(self, sock: socket.socket) -> None:
+    def _data_frame(self, payload: bytes, opcode: int) -> bytes:
+        """The frame of one message on this connection (under ``_frame_write_lock``: the
+        compressor's context follows the order of frames on the wire)."""
+        deflater = self._deflater
+        if deflater is not None and deflater.enabled:
+            return client_frame(deflater.deflate(payload), opcode, compressed=True)
+        return client_frame(payload, opcode)
+
+    def _flush_pending(self, sock: socket.socket, deflater: Optional[Deflater]) -> None:
         """Send what waited for a connection, in order, then open the socket to ``send()``."""
         with self._frame_write_lock:
+            self._deflater = deflater
             pending = self._pending_sends
             m = self._m
             while pending:
-                frame = pending[0].frame
+                item = pending[0]
+                frame = self._data_frame(item.payload, item.opcode)
                 sock.sendall(frame)  # a failure leaves the message at the head of the queue
                 pending.popleft()
                 m.messages_sent += 1
@@ -413,10 +347,11 @@ class WebSocketTransport(BaseTransport):
             self._sends_flushed.notify_all()
 
     def _write_control(self, sock: socket.socket, opcode: int, payload: bytes, wait: bool) -> bool:
-        """Write a ping, pong or close frame if the socket can take it now; whether it went.
+        """Write a ping, pong or close frame; whether it went.
 
-        ``wait=False`` gives up at once when a send holds the lock (timers and the reader
-        must not block on a stalled peer); a close frame also ends application sends.
+        ``wait=False`` gives up at once when a send holds the lock or the socket cannot take
+        the frame now (timers must not block on a stalled peer); ``wait=True`` waits up to
+        ``timeout`` for both. A close frame also ends application sends.
         """
         lock = self._frame_write_lock
         if not lock.acquire(timeout=self.timeout if wait else 0):
@@ -426,9 +361,9 @@ class WebSocketTransport(BaseTransport):
                 return False
             if opcode == OP_CLOSE:
                 self._writable = None
-            if not _can_write(sock):
+            if not wait and not can_write(sock):
                 return False
-            sock.sendall(_frame(payload, opcode))
+            sock.sendall(client_frame(payload, opcode))
             return True
         except OSError:
             return False
@@ -438,10 +373,8 @@ class WebSocketTransport(BaseTransport):
     # -- connection ---------------------------------------------------------------------
 
     def _open(self) -> None:
-        self._parser.reset()
         self._heartbeat_error = None
         self._write_error = None
-        self._pong_due = None
         self._closing = False
         self._close_reply.clear()
         if self.debug:
@@ -449,24 +382,28 @@ class WebSocketTransport(BaseTransport):
                 "%s: connecting to %s headers=%s",
                 self.id,
                 self.safe_url,
-                redact_headers(self._connect_options.get("header")),
+                redact_headers(self._connector.headers),
             )
-        ws, sock = self._handshake()
-        self._sock = sock
-        self.subprotocol = ws.subprotocol
+        opened = self._connector.open(self.url, self._stop, self._track)
+        sock = opened.sock
+        self.subprotocol = opened.subprotocol
+        deflate = opened.deflate
+        self._parser.reset(Inflater(deflate) if deflate else None)
+        self._leftover = opened.leftover
         if self.debug:
             self.log.debug(
-                "%s: handshake done: HTTP %s subprotocol=%s headers=%s",
+                "%s: handshake done: HTTP %s subprotocol=%s deflate=%s headers=%s",
                 self.id,
-                ws.getstatus(),
-                ws.subprotocol,
-                redact_headers(ws.getheaders()),
+                opened.status,
+                opened.subprotocol,
+                deflate,
+                redact_headers(dict(opened.headers)),
             )
         try:
             if self._stop.is_set():
                 raise ConnectError("closed", retryable=False)
             sock.settimeout(self._io_timeout)
-            self._flush_pending(sock)
+            self._flush_pending(sock, Deflater(deflate) if deflate else None)
         except OSError as exc:
             self._release()
             raise ConnectError(
@@ -477,125 +414,27 @@ class WebSocketTransport(BaseTransport):
             self._release()
             raise
 
-    def _handshake(self) -> Tuple[websocket.WebSocket, socket.socket]:
-        """Connect and upgrade, following up to ``_MAX_REDIRECTS`` redirects ourselves:
-        never from ``wss`` to ``ws``, and without credential headers once the origin changes
-        (``websocket-client``'s own redirects would send every header anywhere)."""
-        url = self.url
-        options = self._connect_options
-        hops = 0
-        while True:
-            ws = websocket.WebSocket(
-                sslopt=self._sslopt, skip_utf8_validation=True, enable_multithread=False
-            )
-            self._ws = ws  # from here on, _interrupt() can shut the socket during the handshake
-            try:
-                ws.connect(url, redirect_limit=0, **options)  # type: ignore[no-untyped-call]
-                if _redirect_target(ws, url) is not None:  # websocket-client < 1.9.1: no error
-                    raise websocket.WebSocketException("redirected")
-                sock = ws.sock
-                if sock is None:
-                    raise ConnectError("connection failed: no socket after the handshake")
-                return ws, sock
-            except Exception as exc:
-                self._ws = None
-                ws.shutdown()  # type: ignore[no-untyped-call]
-                if self._stop.is_set():
-                    raise ConnectError("closed", retryable=False) from None
-                target = _redirect_target(ws, url)
-                if target is None:
-                    raise self._connect_failed(exc) from None
-            hops += 1
-            if hops > _MAX_REDIRECTS:
-                raise ConnectError(f"more than {_MAX_REDIRECTS} redirects", retryable=False)
-            if url.lower().startswith("wss:") and not target.lower().startswith("wss:"):
-                raise ConnectError(
-                    f"refused to follow a redirect from wss to {redact_url(target)}: the "
-                    "connection would be in plain text",
-                    retryable=False,
-                )
-            if _origin(target) != _origin(url):
-                headers = options.get("header") or {}
-                options = dict(options)
-                options["header"] = {k: v for k, v in headers.items() if not is_secret_header(k)}
-            url = target
-
-    def _connect_failed(self, exc: BaseException) -> TransportError:
-        """A typed, credential-free error for a failed connect or handshake."""
-        if isinstance(exc, TransportError):
-            return exc
-        if isinstance(exc, websocket.WebSocketBadStatusException):
-            status = exc.status_code
-            headers = exc.resp_headers or {}
-            retry_after = None
-            if status in (429, 503):
-                retry_after = parse_retry_after(headers.get("retry-after"))
-            reason = getattr(exc, "status_message", None) or ""  # websocket-client < 1.9.1 has none
-            return HTTPStatusError(
-                f"WebSocket handshake refused: HTTP {status} {reason}".rstrip(),
-                status_code=status,
-                retry_after=retry_after,
-            )
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return ConnectError(
-                f"TLS failed: the server's certificate did not verify ({exc.verify_message}); "
-                "nothing is sent without verification: pass verify=<CA bundle path> to trust "
-                "a private CA",
-                retryable=False,
-            )
-        if isinstance(exc, ssl.SSLError):
-            return ConnectError(f"TLS handshake failed: {describe_exception(exc)}", retryable=True)
-        if isinstance(exc, (websocket.WebSocketTimeoutException, socket.timeout)):
-            return ConnectError(
-                f"timed out after {self.timeout} s: {describe_exception(exc)}", retryable=True
-            )
-        if isinstance(exc, websocket.WebSocketProxyException):
-            return ConnectError(f"proxy failed: {describe_exception(exc)}", retryable=True)
-        if isinstance(exc, websocket.WebSocketAddressException):
-            return ConnectError(
-                f"could not resolve the host: {describe_exception(exc)}", retryable=True
-            )
-        if isinstance(exc, (websocket.WebSocketConnectionClosedException, OSError)):
-            return ConnectError(f"connection failed: {describe_exception(exc)}", retryable=True)
-        text = str(exc)
-        if "SSL" in text and ("certificate" in text or "loading failed" in text):
-            return ConnectError(
-                f"TLS configuration failed: {describe_exception(exc)}", retryable=False
-            )
-        if "Invalid WebSocket Header" in text:
-            offered = (
-                f" (none of the subprotocols {self.subprotocols} was accepted?)"
-                if self.subprotocols
-                else ""
-            )
-            return ProtocolError(
-                f"WebSocket handshake failed: the server's upgrade response is not valid{offered}",
-                retryable=False,
-            )
-        return ConnectError(
-            f"WebSocket handshake failed: {describe_exception(exc)}", retryable=True
-        )
+    def _track(self, sock: Optional[socket.socket]) -> None:
+        """The socket being opened (``close()`` shuts it to cut a handshake short)."""
+        self._sock = sock
 
     def _release(self) -> None:
         self._stop_heartbeat()
-        ws, self._ws = self._ws, None
         sock, self._sock = self._sock, None
         self._recv_since = None
+        self._leftover = b""
         if sock is not None:
-            _shutdown(sock)  # wakes a send blocked on this socket, so the lock comes free
+            shutdown(sock)  # wakes a send blocked on this socket, so the lock comes free
         with self._frame_write_lock:
             self._writable = None
-            if ws is not None:
-                # closed under the lock: no frame can be half-way onto it
-                ws.shutdown()  # type: ignore[no-untyped-call]
+            self._deflater = None
+            if sock is not None:
+                sock.close()  # under the lock: no frame can be half-way onto it
 
     def _interrupt(self) -> None:
         sock = self._sock
-        if sock is None:
-            ws = self._ws
-            sock = ws.sock if ws is not None else None
         if sock is not None:
-            _shutdown(sock)
+            shutdown(sock)
 
     def _health_idle_limit(self) -> Optional[float]:
         if self.heartbeat_interval:
@@ -615,21 +454,23 @@ class WebSocketTransport(BaseTransport):
         recv = self._tls_recv if isinstance(sock, ssl.SSLSocket) else sock.recv
         monotonic = time.monotonic
         stop = self._stop
+        chunk, self._leftover = self._leftover, b""  # frames sent with the handshake answer
         try:
             while not stop.is_set():
-                self._recv_since = monotonic()
-                while True:
-                    try:
-                        chunk = recv(_READ_SIZE)
-                        break
-                    except socket.timeout:
-                        self._quiet()
-                now = monotonic()
-                self._recv_since = None
-                if self.debug:
-                    self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
                 if not chunk:
-                    raise self._lost(None)
+                    self._recv_since = monotonic()
+                    while True:
+                        try:
+                            chunk = recv(_READ_SIZE)
+                            break
+                        except socket.timeout:
+                            self._quiet()
+                    self._recv_since = None
+                    if self.debug:
+                        self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
+                    if not chunk:
+                        raise self._lost(None)
+                now = monotonic()
                 m.bytes_received += len(chunk)
                 m.last_traffic_at = now
                 try:
@@ -638,10 +479,11 @@ class WebSocketTransport(BaseTransport):
                     if exc.events:
                         publish(exc.events)
                     raise self._frame_failed(sock, exc) from None
+                chunk = b""
+                if parser.controls:
+                    self._on_controls(sock)  # pongs go out before the messages are handed on
                 if events:
                     publish(events)
-                if parser.controls or self._pong_due is not None:
-                    self._on_controls(sock)
                 if parser.closed is not None:
                     return self._on_close_frame(sock, *parser.closed)
         except OSError as exc:
@@ -683,11 +525,13 @@ class WebSocketTransport(BaseTransport):
             return ConnectError("closed", retryable=False)
         write_error = self._write_error
         if write_error is not None:
-            return _closed(
+            return closed_error(
                 1006,
                 detail=f"the connection broke while sending ({describe_exception(write_error)})",
             )
-        return _closed(1006, detail=describe_exception(exc) if exc is not None else "end of stream")
+        return closed_error(
+            1006, detail=describe_exception(exc) if exc is not None else "end of stream"
+        )
 
     def _frame_failed(self, sock: socket.socket, exc: FrameError) -> TransportError:
         """Fail the connection (RFC 6455 §7.1.7): close with the code, then drop it."""
@@ -697,19 +541,17 @@ class WebSocketTransport(BaseTransport):
         return ProtocolError(f"{exc.message} (closed with {exc.code})", retryable=True)
 
     def _on_controls(self, sock: socket.socket) -> None:
+        """Answer every ping with its pong (RFC 6455 §5.5.2), in order; time our own pings."""
         controls = self._parser.controls
         for opcode, payload in controls:
             if opcode == OP_PING:
-                self._pong_due = payload  # only the latest ping needs an answer (RFC 6455 §5.5.3)
+                self._write_control(sock, OP_PONG, payload, wait=True)
             elif payload == self._ping_payload:
                 sent_at = self._ping_sent_at
                 if sent_at is not None:
                     self._m.ping_rtt_ms = (time.monotonic() - sent_at) * 1000.0
                 self._ping_payload = None
         controls.clear()
-        pong = self._pong_due
-        if pong is not None and self._write_control(sock, OP_PONG, pong, wait=False):
-            self._pong_due = None
 
     def _on_close_frame(self, sock: socket.socket, code: int, reason: str) -> str:
         if self._closing:  # the server answered our close(): the base stops the loop next
@@ -723,7 +565,7 @@ class WebSocketTransport(BaseTransport):
         if code in NORMAL_CLOSE_CODES:
             self.log.info("%s: closed by the server (%d)", self.id, code)
             return DONE
-        raise _closed(code, reason)
+        raise closed_error(code, reason)
 
     # -- heartbeat ----------------------------------------------------------------------
 
@@ -793,7 +635,7 @@ class WebSocketTransport(BaseTransport):
                 f"no pong or other frame within {self.heartbeat_timeout} s of a ping "
                 "(heartbeat_timeout): connection stalled"
             )
-        _shutdown(sock)
+        shutdown(sock)
 
     # -- closing ------------------------------------------------------------------------
 
@@ -826,9 +668,9 @@ class WebSocketTransport(BaseTransport):
             if sock is not None:
                 self._writable = None
                 self._closing = True
-                if _can_write(sock):
+                if can_write(sock):
                     try:
-                        sock.sendall(_frame(_CLOSE_NORMAL_FRAME_PAYLOAD, OP_CLOSE))
+                        sock.sendall(client_frame(_CLOSE_NORMAL, OP_CLOSE))
                         sent = True
                     except OSError:
                         pass
@@ -856,34 +698,3 @@ class WebSocketTransport(BaseTransport):
                     unsent=unsent,
                 )
             )
-
-
-def _origin(url: str) -> Tuple[str, Optional[str], Optional[int]]:
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return parts.scheme.lower(), parts.hostname, port
-
-
-def _redirect_target(ws: websocket.WebSocket, url: str) -> Optional[str]:
-    """The absolute ``ws``/``wss`` URL a redirected handshake points to, else ``None``."""
-    response = getattr(ws, "handshake_response", None)
-    if response is None or response.status not in _REDIRECT_STATUSES:
-        return None
-    location = (response.headers or {}).get("location")
-    if not location:
-        return None
-    # urljoin only knows http(s): join on the http form, then map the scheme back.
-    base = "http" + url[2:] if url[:2].lower() == "ws" else url
-    target = urljoin(base, location)
-    scheme, sep, rest = target.partition("://")
-    mapped = {"http": "ws", "https": "wss"}.get(scheme.lower(), scheme.lower())
-    return f"{mapped}{sep}{rest}"
-
-
-def _shutdown(sock: socket.socket) -> None:
-    """Shut ``sock`` down both ways (wakes any thread blocked on it); errors ignored."""
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)

@@ -100,11 +100,12 @@ class RedisRelay:
     relays that start later for that stream stop at once. Delete the stream and its
     ``<stream>:relay:*`` keys (or take a new name) to run it again.
 
-    Nothing is sent again that could repeat or invent output (SPEC §3): an upstream that ends
-    with ``StreamInterrupted`` ends the stream with it (the end marker carries it, and readers
-    fail with it), and a relay taking over never re-opens an upstream whose request is not
-    idempotent (see :func:`.upstream.may_send_again`) unless the stream has an upstream id to
-    resume from: it ends the stream with a ``StreamInterrupted`` instead.
+    Nothing is sent again that could repeat or invent output ("What is sent again" in the
+    docs): an upstream that ends with ``StreamInterrupted`` ends the stream with it (the end
+    marker carries it, and readers fail with it), and a relay taking over never re-opens an
+    upstream whose request is not idempotent (see :func:`.upstream.may_send_again`) unless the
+    stream has an upstream id to resume from: it ends the stream with a ``StreamInterrupted``
+    instead.
 
     ``run()`` relays in the calling thread until done or ``close()``, and raises what ended it
     otherwise (the upstream failed, or Redis stayed away longer than ``reconnect`` allows:

@@ -1,5 +1,5 @@
 """The relay's upstream: the transport of each lease term, and whether its request may be sent
-again (SPEC §3, "never repeat").
+again ("never repeat", see the reconnection docs).
 
 A relay given a factory builds a new upstream each time it takes the lease; one given a
 transport uses it for one lease term. A relay that takes over from another opens the upstream
