@@ -26,6 +26,8 @@ class ReconnectPolicy:
     not come back in one wave); one longer than ``max_retry_after`` seconds fails at once.
     ``max_attempts=None`` retries forever, ``0`` never. ``retry_if(error)`` can veto a retry, or
     force one, but never makes a request that may not be sent again re-sendable.
+
+    :param max_retry_after: the longest ``Retry-After`` (seconds) waited for.
     """
 
     max_attempts: Optional[int] = 10

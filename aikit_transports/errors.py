@@ -220,9 +220,11 @@ class StreamInterrupted(TransportError):
     """A request that may not be sent again (a POST without resumable ids) was cut after it
     reached the server: sending it again could repeat or invent output, so the transport ends.
 
-    ``events_delivered`` counts the events of this transport handed on before the cut,
-    ``last_event_id`` is the last id seen (``None`` without ids); ``__cause__`` is what happened
-    (the cut, the stall, the ``HTTPStatusError``).
+    ``__cause__`` is what happened (the cut, the stall, the ``HTTPStatusError``).
+
+    :param events_delivered: the events of this transport handed on before the cut.
+    :param last_event_id: the last event id seen (``None`` without ids).
+    :param context: ``transport_id``, ``url`` and ``attempt``, as for every error.
     """
 
     retryable = False
@@ -244,6 +246,10 @@ class EventsMissed(TransportError):
     """The source skipped events this reader never saw (a Redis stream trimmed past it).
 
     Emitted as an ``error`` event before the first event after the gap; the stream goes on.
+
+    :param last_delivered_id: the id of the last event delivered before the gap.
+    :param first_available_id: the id of the first event after it.
+    :param context: ``transport_id``, ``url`` and ``attempt``, as for every error.
     """
 
     def __init__(
@@ -264,8 +270,12 @@ class BufferFullError(TransportError):
 
 
 class TransportClosedError(TransportError):
-    """The transport or buffer is closed. ``reason`` is the transport's ``closed`` reason
-    (``"done"``, ``"failed"``, ``"user"``, ...) when it is about a transport that ended."""
+    """The transport or buffer is closed.
+
+    :param reason: the transport's ``closed`` reason (``"done"``, ``"failed"``, ``"user"``, ...)
+        when it is about a transport that ended.
+    :param context: ``transport_id``, ``url`` and ``attempt``, as for every error.
+    """
 
     def __init__(self, message: str, *, reason: Optional[str] = None, **context: Any) -> None:
         super().__init__(message, **context)

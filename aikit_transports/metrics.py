@@ -31,8 +31,9 @@ class TransportMetrics:
     ``p50``, ``p95`` and ``p99`` in ms from read-off-the-socket to delivery to a consumer, over
     the last 100 deliveries; ``ping_rtt_ms`` is WebSocket only. (``Event.received_at`` is
     ``time.monotonic()`` instead: a clock for measuring delays, not a date.)
-    ``replayed_skipped`` counts events a resumed server sent again (ids already delivered),
-    which were skipped; they are not in ``messages_received``.
+
+    :param replayed_skipped: events a resumed server sent again (ids already delivered), which
+        were skipped; they are not in ``messages_received``.
     """
 
     messages_received: int = 0

@@ -5,7 +5,7 @@ A query parameter or header is secret when its name contains one of ``token``, `
 ``session`` or ``credential`` (any case), or the word ``pass`` (``pass``, ``x-pass``,
 ``db_pass``, ``userPass``, ``passphrase``, ``passcode``; not ``passenger`` or ``bypass``);
 header names also count ``cookie``. The same rule applies to the lines of ``urllib3``'s
-loggers: :func:`install_urllib3_filter`, called when :mod:`aikit_transports` is imported,
+loggers: ``install_urllib3_filter()``, called when ``aikit_transports`` is imported,
 adds a :class:`RedactingFilter` to them.
 """
 
@@ -90,7 +90,10 @@ def _redact_pair(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with the URL passwords and secret query values it holds replaced by ``***``,
-    wherever they appear (a whole URL, a path with its query, a URL quoted in a message)."""
+    wherever they appear (a whole URL, a path with its query, a URL quoted in a message).
+
+    :param text: any text, a library's message say.
+    """
     if "=" in text:
         text = _QUERY_PAIR.sub(_redact_pair, text)
     if "@" in text:
@@ -128,7 +131,10 @@ def describe_exception(exc: BaseException) -> str:
 
 class RedactingFilter(logging.Filter):
     """A logging filter that redacts secrets (see :func:`redact_text`) in each record it sees:
-    the message is formatted with its arguments and redacted, and so is the traceback."""
+    the message is formatted with its arguments and redacted, and so is the traceback.
+
+    :param name: as for :class:`logging.Filter` (``""``: every record).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

@@ -64,7 +64,7 @@ nitpick_ignore_regex = [
         r"threading|concurrent\.futures|types|datetime|pathlib|requests|urllib3|websocket|"
         r"websockets|django|redis)\..*",
     ),
-    (r"py:(class|obj)", r"aikit_transports\..*\.T"),
+    (r"py:(class|obj)", r"aikit_transports\..*\._?[A-Z][A-Z]?"),
 ]
 
 html_title = f"aikit-transports {release}"
@@ -145,7 +145,7 @@ EventEmitter.on: callback name
 EventEmitter.once: callback name
 # errors.py
 HTTPStatusError: context retry_after status_code
-UnsentMessagesError: context unsent
+UnsentMessagesError: unsent
 WebSocketClosed: code context reason
 # logs.py
 logs.TransportLog: debug logger
@@ -180,13 +180,7 @@ transports.BaseTransport.on: callback name
 transports.BaseTransport.once: callback name
 transports.BaseTransport.send: data timeout
 transports.base.EventIterator: timeout transport
-# transports/http_stream.py
-HTTPStreamTransport: chunk_size id_field max_line_bytes mode options poll_interval url
-# transports/sse.py
-SSETransport: done_sentinel last_event_id max_event_bytes options url
 # transports/websocket.py
-WebSocketTransport: headers heartbeat_interval heartbeat_timeout max_message_bytes options
-    origin send_queue_size subprotocols url
 WebSocketTransport.send: data timeout
 """
 

@@ -110,7 +110,12 @@ def url_scheme(url: str) -> str:
 
 
 class BaseTransport:
-    """What every wire shares; see the module docstring for the subclass contract."""
+    """What every wire shares: the state machine, reconnection, buffering and dispatch (each
+    wire implements the hooks ``_open``, ``_read``, ``_release`` and ``_interrupt``).
+
+    :param redirect_headers: header names that may follow a redirect to another origin (only
+        the safe ones do otherwise; never ``Authorization``).
+    """
 
     type: ClassVar[TransportType]
     schemes: ClassVar[tuple[str, ...]] = ()
@@ -307,6 +312,8 @@ class BaseTransport:
         register listeners, ``connect()``, then ``wait()``. Once it returns, the reader thread
         has ended, unless the timeout ran out meanwhile (so when the stream ended by itself,
         its ``closed`` listeners have run).
+
+        :param timeout: the most seconds to wait (``None``: as long as it takes).
         """
         if threading.current_thread() is self._reader:
             raise RuntimeError("wait() cannot be called from the transport's own callbacks")

@@ -16,10 +16,11 @@ import contextlib
 import email.utils
 import json as _json
 import socket
+import textwrap
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import requests
 
@@ -82,6 +83,49 @@ def carriable_id(event_id: Optional[str]) -> Optional[str]:
     if len(value) > MAX_EVENT_ID_BYTES // 4 and len(value.encode("utf-8")) > MAX_EVENT_ID_BYTES:
         return None
     return value
+
+
+#: The parameters every HTTP wire shares, appended to each wire's docstring (one text).
+HTTP_OPTIONS_DOC = """\
+:param url: ``http(s)://`` URL of the stream.
+:param method: HTTP method (``GET``, ``POST``, ``PUT``, ``PATCH``, ``DELETE``).
+:param headers: request headers (sent on every request, reconnects included).
+:param params: query parameters added to the URL.
+:param json: a JSON request body.
+:param data: a raw request body (not with ``json``).
+:param auth: any ``requests`` auth: a ``(user, password)`` pair, ``HTTPBasicAuth``, ...
+:param session: a ``requests.Session`` to use (its pools, cookies, adapters).
+:param send_url: where :meth:`send` POSTs (JSON), if anywhere.
+:param timeout: seconds for connecting and receiving the whole response head.
+:param idle_timeout: seconds without a byte (data or comment) before the stream counts as
+    stalled and is dropped (``None``: never).
+:param reconnect: a :class:`ReconnectPolicy`; ``None`` the default, ``False`` never.
+:param buffer: a :class:`BufferConfig` for each consumer's buffer.
+:param last_event_id: the id to resume from on the first request.
+:param idempotent: whether sending the request again is harmless (``None``: GET, HEAD,
+    OPTIONS, PUT and DELETE are, POST and PATCH are not).
+:param reconnect_on_eof: whether the end of a response is a drop to reconnect from
+    (``None``: the wire's rule above).
+:param done_when: ``done_when(event) -> bool``: the first event it accepts is delivered,
+    then the stream is ``done`` (``lambda e: e.type == "message_stop"``).
+:param chunk_size: the most bytes taken by one read.
+:param redirect_headers: header names that follow a redirect to another origin.
+:param verify: verify TLS certificates (``True``), or a CA bundle path.
+:param cert: a client certificate: a PEM path or a ``(cert, key)`` pair.
+:param proxies: ``requests``-style proxies (environment variables apply otherwise).
+:param debug: log this transport's wire-level lines whatever the logger's level.
+:param id: the transport's id (a short uuid by default).
+:param scheduler: the timer scheduler (a manager passes its own).
+"""
+
+_T = TypeVar("_T", bound=type)
+
+
+def with_http_options_doc(cls: _T) -> _T:
+    """Append :data:`HTTP_OPTIONS_DOC` to the docstring of the wire ``cls``."""
+    doc = (cls.__doc__ or "").rstrip()
+    cls.__doc__ = doc + "\n\n" + textwrap.indent(HTTP_OPTIONS_DOC, "    ")
+    return cls
 
 
 class HTTPTransportBase(BaseTransport):

@@ -20,7 +20,7 @@ from ..parsers.ndjson import NDJSONParser
 from ..timers import Scheduler
 from ..validate import check_int
 from .base import DONE, EOF_
-from .http_base import HTTPTransportBase
+from .http_base import HTTPTransportBase, with_http_options_doc
 from .http_body import cut_in_headers
 
 __all__ = ["HTTPStreamTransport"]
@@ -29,6 +29,7 @@ _MODES = ("stream", "long-poll")
 _FIRST_EMPTY_PAUSE = 0.1  # seconds
 
 
+@with_http_options_doc
 class HTTPStreamTransport(HTTPTransportBase):
     """NDJSON messages over HTTP; ``Event.data`` is each line's parsed JSON value.
 
@@ -66,14 +67,13 @@ class HTTPStreamTransport(HTTPTransportBase):
     Any ``Content-Type`` is read as NDJSON, except an HTML page (a proxy's error or login page),
     which fails at once with ``ProtocolError``.
 
-    The parameters shared with :class:`SSETransport` mean the same there; besides them:
-
     :param mode: ``"stream"`` or ``"long-poll"``.
     :param id_field: the key of a line's JSON object that holds its id (``None``: no ids).
     :param poll_interval: seconds between a poll that brought nothing and the next.
     :param max_line_bytes: the longest line; a longer one drops the connection.
-    :param done_when: ``done_when(event) -> bool``: the first event it accepts is delivered,
-        then the stream is ``done`` (``lambda e: e.data.get("done")``).
+
+    ``done_when`` on NDJSON: ``lambda e: e.data.get("done")``. The options every HTTP wire
+    shares:
     """
 
     type = TransportType.HTTP_STREAM

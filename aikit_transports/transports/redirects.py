@@ -1,7 +1,7 @@
 """Redirects: where one may lead, and which headers go along. The same policy for every wire.
 
 Pure functions (no I/O) that any wire can apply to a redirect before following it, and
-:func:`follow_redirects`, the loop for a ``requests`` response:
+``follow_redirects``, the loop for a ``requests`` response:
 
 * :func:`check_redirect`: a redirect from ``https`` to ``http`` (or ``wss`` to ``ws``) would
   send the request in plain text, and one to another scheme (``ftp:``, ``file:``...) cannot be
@@ -70,7 +70,11 @@ def _origin(url: str) -> Optional[tuple[str, str, Optional[int]]]:
 
 def same_origin(a: str, b: str) -> bool:
     """Whether two URLs have one origin: scheme, host and port (``http://h`` is
-    ``http://h:80``; ``ws``/``wss`` count as ``http``/``https``)."""
+    ``http://h:80``; ``ws``/``wss`` count as ``http``/``https``).
+
+    :param a: a URL.
+    :param b: another URL.
+    """
     origin = _origin(a)
     return origin is not None and origin == _origin(b)
 
@@ -79,7 +83,11 @@ def check_redirect(previous: str, target: str) -> None:
     """Raise :class:`ProtocolError` (``retryable=False``) when the redirect from ``previous``
     to ``target`` must not be followed: a scheme the wire does not speak (``http``/``https``
     from an HTTP URL; also ``ws``/``wss`` from a WebSocket URL), or from ``https``/``wss`` to
-    plain text."""
+    plain text.
+
+    :param previous: the URL that answered with the redirect.
+    :param target: where it redirects to.
+    """
     old, new = _scheme(previous), _scheme(target)
     allowed = _WS_SCHEMES if old in ("ws", "wss") else _HTTP_SCHEMES
     if new not in allowed:
@@ -100,7 +108,13 @@ def headers_for_redirect(
     headers: Mapping[str, str], previous: str, target: str, keep: Iterable[str] = ()
 ) -> dict[str, str]:
     """The headers that go along from ``previous`` to ``target``: all of them within the
-    origin; to another origin, only :data:`SAFE_REDIRECT_HEADERS` and the names in ``keep``."""
+    origin; to another origin, only :data:`SAFE_REDIRECT_HEADERS` and the names in ``keep``.
+
+    :param headers: the headers of the request to ``previous``.
+    :param previous: the URL that answered with the redirect.
+    :param target: where it redirects to.
+    :param keep: more header names that may go to another origin (``redirect_headers``).
+    """
     if same_origin(previous, target):
         return dict(headers)
     allowed = SAFE_REDIRECT_HEADERS.union(name.lower() for name in keep)

@@ -16,7 +16,7 @@ from ..parsers.sse import SSEParser
 from ..timers import Scheduler
 from ..validate import check_int
 from .base import DONE, CarriedId
-from .http_base import HTTPTransportBase
+from .http_base import HTTPTransportBase, with_http_options_doc
 from .http_body import cut_in_headers
 
 __all__ = ["SSETransport"]
@@ -24,6 +24,7 @@ __all__ = ["SSETransport"]
 _data_of = operator.itemgetter(0)
 
 
+@with_http_options_doc
 class SSETransport(HTTPTransportBase):
     """A Server-Sent Events stream that reconnects and resumes with ``Last-Event-ID``.
 
@@ -38,37 +39,11 @@ class SSETransport(HTTPTransportBase):
     event id to send as ``Last-Event-ID``). Otherwise a cut ends the transport with
     ``StreamInterrupted``, and the end of the response is ``done``.
 
-    :param url: ``http(s)://`` URL of the stream.
-    :param method: HTTP method (``GET``, ``POST``, ``PUT``, ``PATCH``, ``DELETE``).
-    :param headers: request headers (sent on every request, reconnects included).
-    :param params: query parameters added to the URL.
-    :param json: a JSON request body. :param data: a raw request body (not with ``json``).
-    :param auth: any ``requests`` auth: a ``(user, password)`` pair, ``HTTPBasicAuth``, ...
-    :param session: a ``requests.Session`` to use (its pools, cookies, adapters).
-    :param send_url: where :meth:`send` POSTs (JSON), if anywhere.
-    :param timeout: seconds for connecting and receiving the whole response head.
-    :param idle_timeout: seconds without a byte (data or comment) before the stream counts as
-        stalled and is dropped (``None``: never).
-    :param reconnect: a :class:`ReconnectPolicy`; ``None`` the default, ``False`` never.
-    :param buffer: a :class:`BufferConfig` for each consumer's buffer.
-    :param last_event_id: the id to resume from on the first request.
-    :param idempotent: whether sending the request again is harmless (``None``: GET, HEAD,
-        OPTIONS, PUT and DELETE are, POST and PATCH are not).
-    :param reconnect_on_eof: whether the end of a response is a drop to reconnect from
-        (``None``: yes for an idempotent request, else the end is ``done``).
     :param done_sentinel: data that ends the stream for good and is not delivered
         (``"[DONE]"``, as OpenAI-style APIs send; ``None`` to turn off).
-    :param done_when: ``done_when(event) -> bool``: the first event it accepts is delivered,
-        then the stream is ``done`` (``lambda e: e.type == "message_stop"``).
     :param max_event_bytes: the largest event; a longer one drops the connection.
-    :param chunk_size: the most bytes taken by one read.
-    :param redirect_headers: header names that follow a redirect to another origin.
-    :param verify: verify TLS certificates (``True``), or a CA bundle path.
-    :param cert: a client certificate: a PEM path or a ``(cert, key)`` pair.
-    :param proxies: ``requests``-style proxies (environment variables apply otherwise).
-    :param debug: log this transport's wire-level lines whatever the logger's level.
-    :param id: the transport's id (a short uuid by default).
-    :param scheduler: the timer scheduler (a manager passes its own).
+
+    The options every HTTP wire shares:
     """
 
     type = TransportType.SSE

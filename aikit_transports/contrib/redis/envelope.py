@@ -19,7 +19,7 @@ that reads them. Field names are short, as they are repeated in every entry:
 
 Data round-trips exactly: ``str`` (lone surrogates included), ``bytes`` (``bytearray`` and
 ``memoryview`` come back as ``bytes``) and JSON values (the parsed JSON of HTTP streams).
-:func:`pack_entry` and :func:`pack_event` give the fields already packed (RESP) for an append.
+``pack_entry`` and ``pack_event`` give the fields already packed (RESP) for an append.
 """
 
 from __future__ import annotations
@@ -125,8 +125,11 @@ def encode_end_marker(
     received_at: Optional[float] = None,
     error: Optional[tuple[str, str]] = None,
 ) -> List[bytes]:
-    """The fields of the end marker: readers turn it into ``done``, or, with ``error`` (its
-    kind and message), fail with that error."""
+    """The fields of the end marker: readers turn it into ``done``, or, with ``error``, fail
+    with that error.
+
+    :param error: the kind (class name) and the message of the error that ended the stream.
+    """
     fields = [F_VERSION, VERSION, F_END, END_DONE if error is None else END_ERROR]
     if error is not None:
         fields += (

@@ -103,7 +103,7 @@ class RedisRelay:
     Nothing is sent again that could repeat or invent output ("What is sent again" in the
     docs): an upstream that ends with ``StreamInterrupted`` ends the stream with it (the end
     marker carries it, and readers fail with it), and a relay taking over never re-opens an
-    upstream whose request is not idempotent (see :func:`.upstream.may_send_again`) unless the
+    upstream whose request is not idempotent (see ``upstream.may_send_again``) unless the
     stream has an upstream id to resume from: it ends the stream with a ``StreamInterrupted``
     instead.
 
