@@ -88,8 +88,8 @@ class RedisStreamTransport(BaseTransport):
     Entries trimmed (``MAXLEN``) before this reader read them are never skipped silently: an
     ``EventsMissed`` error event comes before the first event after the gap (see
     ``contrib.redis.gaps``; Redis 7.0 or later). A group destroyed under its readers is
-    recreated after its last delivered entry as this reader last saw it (nothing twice, nothing skipped), with
-    a ``RedisReplyError`` (``NOGROUP``) error event.
+    recreated after its last delivered entry as this reader last saw it (nothing twice,
+    nothing skipped), with a ``RedisReplyError`` (``NOGROUP``) error event.
 
     ``block_ms`` is how long one read waits in Redis; ``count`` the most entries one read
     returns. A read answered by nothing within ``block_ms`` + ``timeout`` (a half-open
