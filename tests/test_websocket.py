@@ -566,6 +566,7 @@ def test_a_stalled_connection_times_out_and_reconnects(proxy: FaultProxy, wait_u
             lambda: [e for e in rec.errors() if isinstance(e, HeartbeatTimeout)],
             timeout=(interval + deadline) * 10,
         )
+        rec.wait(lambda: rec.named("reconnecting"), timeout=5)  # emitted right after the error
         assert isinstance(rec.named("reconnecting")[0][2], HeartbeatTimeout)
         proxy.resume()
         rec.wait(lambda: len(rec.named("connected")) >= 2, timeout=10)
