@@ -39,7 +39,7 @@ import resource
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from scale_server import raise_fd_limit  # bench/ is not a package: run as a script
 
@@ -89,25 +89,22 @@ class Usage:
 
 
 class Recorder:
-    """What arrived: the server's stamp, the arrival time and the sequence number of each event.
+    """What arrived: ``(server stamp, arrival time, sequence number)`` of each event.
 
-    ``list.append`` is atomic, so callbacks of many reader threads may record at once.
+    One ``list.append`` of a tuple per event is atomic, so callbacks of many reader threads may
+    record at once.
     """
 
     def __init__(self) -> None:
-        self.stamps: List[float] = []
-        self.arrivals: List[float] = []
-        self.seqs: List[int] = []
+        self.items: List[Tuple[float, float, int]] = []
 
     def record(self, data: str) -> None:
         now = monotonic()
         space = data.index(" ")
-        self.stamps.append(float(data[:space]))
-        self.arrivals.append(now)
-        self.seqs.append(int(data[space + 1 :]))
+        self.items.append((float(data[:space]), now, int(data[space + 1 :])))
 
     def __len__(self) -> int:
-        return len(self.arrivals)
+        return len(self.items)
 
 
 def percentile(ordered: List[float], p: float) -> float:
@@ -118,11 +115,12 @@ def load_stats(
     rec: Recorder, sent: int, t0: float, t1: float, usage: Dict[str, float]
 ) -> Dict[str, Any]:
     """Delivery, latency, cost and stalls of the load window."""
-    delivered = len(rec)
-    latencies = sorted(a - s for a, s in zip(rec.arrivals, rec.stamps))
-    unique = len(set(rec.seqs))
+    items = list(rec.items)
+    latencies = sorted(arrival - stamp for stamp, arrival, _seq in items)
+    delivered = len(items)
+    unique = len({seq for _stamp, _arrival, seq in items})
     # the longest stretch without a delivery while the server was sending
-    inside = sorted(a for a in rec.arrivals if t0 <= a <= t1)
+    inside = sorted(arrival for _stamp, arrival, _seq in items if t0 <= arrival <= t1)
     gap = 0.0
     previous = t0
     for a in [*inside, t1]:
