@@ -239,7 +239,7 @@ def wire_table(rows: List[Dict[str, Any]], wire: str) -> str:
         if "failed" in row and "delivered" not in row:
             lines.append(
                 f"| {shown} | {row['n']:,} | {fmt(row.get('connect_s'), '.1f')} | "
-                f"{fmt(row.get('threads'), 'd')} | | | failed: {row['failed']} | | | | | yes |"
+                f"{fmt(row.get('threads'), 'd')} | | | failed: {row['failed']} | | | | | — |"
             )
             continue
         stalled = "**yes**" if row["stalled"] else "no"
@@ -292,6 +292,8 @@ def notes(rows: List[Dict[str, Any]]) -> List[str]:
             bits.append(f"max lag {row['max_ms']:.0f} ms")
         if server:
             bits.append(f"server {server['cpu_s']:.1f} CPU-s for the load")
+        if not bits:
+            continue
         name = f"{row['client']} {WIRES[row['wire']]} N={row['n']:,}"
         if row.get("runs", 1) > 1:
             name += f" run {row['run']}"
@@ -309,10 +311,19 @@ def targets_table(rows: List[Dict[str, Any]]) -> str:
         if not row["client"].startswith("ours-"):
             continue
         cells = []
+        if "delivered" not in row:  # failed before the load: nothing to judge
+            lines.append(
+                f"| {row['client']} | {WIRES[row['wire']]} | {row['n']:,} | "
+                + " | ".join(["—"] * len(TARGETS))
+                + " | **no** |"
+            )
+            continue
         for _label, key, limit in TARGETS:
             value = row.get("library_threads") if key == "threads" else row.get(key)
             if value is None:
                 cells.append("—")
+            elif key == "threads":
+                cells.append(f"{value} {'yes' if value <= limit else '**no**'}")
             elif key in ("idle_cpu_pct", "connect_s", "p99_ms"):
                 cells.append(f"{value:.3g} {'yes' if value < limit else '**no**'}")
             else:

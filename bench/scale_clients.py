@@ -266,6 +266,7 @@ def run_ours(args: argparse.Namespace, managed: bool) -> None:
                 "connect_s": connect_s,
             }
         )
+        phase("closing")
         close_all()
         return
 
@@ -439,6 +440,7 @@ async def run_async(args: argparse.Namespace) -> None:
                 "connect_s": connect_s,
             }
         )
+        phase("closing")
         await close_all()
         return
 
