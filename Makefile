@@ -10,8 +10,8 @@ STAMP := $(VENV)/.aikit-installed
 EXTRAS := test,dev,docs,django,redis,testing
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-main test-floor test-matrix lint typecheck docs bench bench-redis clean \
-	distclean ensure-redis install
+.PHONY: all demo test test-main test-floor test-matrix lint typecheck docs bench bench-redis \
+	bench-scale clean distclean ensure-redis install
 
 all: lint typecheck test
 
@@ -133,6 +133,15 @@ REDIS_BENCH_ARGS ?=
 
 bench-redis: $(STAMP) ensure-redis
 	$(BIN)/python bench/redis_fanout.py $(REDIS_BENCH_ARGS)
+
+# One process, many streams (issue 18): N SSE and N WebSocket streams idle, then under load,
+# ours (plain and under a manager) and the asyncio peers in the same run; about a minute per
+# (client, wire, N) by default. SCALE_ARGS: see `bench/scale.py --help`, e.g.
+# `make bench-scale SCALE_ARGS=--quick` or `SCALE_ARGS="--n 1000 --idle 10"`.
+SCALE_ARGS ?=
+
+bench-scale: $(BENCH_STAMP)
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis
