@@ -9,6 +9,7 @@ plain text, not even through a redirect from ``https`` to ``http`` (or ``wss`` t
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -246,3 +247,22 @@ def _refused(t: BaseTransport, kind: type[TransportError]) -> None:
     assert "refused to follow a redirect" in info.value.message
     assert "plain text" in info.value.message
     assert info.value.retryable is False
+
+
+def test_a_stream_over_tls_works_with_a_descriptor_past_1024(certs: Certs) -> None:
+    # ``select()`` cannot take a descriptor of 1,024 or more: the TLS reads must not use it
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    fds: List[int] = []
+    try:
+        with rig("websocket", certs.good) as r:
+            t = r.transport(r.stream_url(), verify=certs.ca_path, reconnect=RETRYING)
+            t.on("connected", lambda: fds.append(t._sock.fileno() if t._sock else -1))
+            try:
+                events = list(t.iter_events(timeout=10))
+            finally:
+                t.close()
+    finally:
+        for fd in spare:
+            os.close(fd)
+    assert fds and fds[0] >= 1024
+    assert len(events) == 5 and t.metrics.errors == 0

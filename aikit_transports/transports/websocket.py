@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import select
 import socket
 import ssl
 import threading
@@ -58,7 +57,7 @@ from ..validate import check_int, check_seconds
 from .base import DONE, EOF_, BaseTransport
 from .sessions import user_agent
 from .ws_connect import Connector
-from .ws_frames import Outgoing, can_write, client_frame, closed_error, encode, shutdown
+from .ws_frames import Outgoing, client_frame, closed_error, encode, ready, shutdown
 
 __all__ = ["WebSocketTransport"]
 
@@ -361,7 +360,7 @@ class WebSocketTransport(BaseTransport):
                 return False
             if opcode == OP_CLOSE:
                 self._writable = None
-            if not wait and not can_write(sock):
+            if not wait and not ready(sock, 0, write=True):
                 return False
             sock.sendall(client_frame(payload, opcode))
             return True
@@ -500,10 +499,8 @@ class WebSocketTransport(BaseTransport):
         sock = self._sock
         if not isinstance(sock, ssl.SSLSocket):
             raise OSError("the connection is gone")
-        if not sock.pending():
-            readable, _, _ = select.select([sock], [], [], self._io_timeout)
-            if not readable:
-                raise socket.timeout("timed out")
+        if not sock.pending() and not ready(sock, self._io_timeout):
+            raise socket.timeout("timed out")
         with self._frame_write_lock:
             return sock.recv(size)
 
@@ -668,7 +665,7 @@ class WebSocketTransport(BaseTransport):
             if sock is not None:
                 self._writable = None
                 self._closing = True
-                if can_write(sock):
+                if ready(sock, 0, write=True):
                     try:
                         sock.sendall(client_frame(_CLOSE_NORMAL, OP_CLOSE))
                         sent = True

@@ -11,7 +11,7 @@ import contextlib
 import json as _json
 import select
 import socket
-from typing import Any, NamedTuple, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 from websocket import ABNF
 
@@ -19,7 +19,7 @@ from ..errors import WebSocketClosed
 from ..logs import server_text
 from ..parsers.websocket import OP_BINARY, OP_TEXT, RECONNECT_CLOSE_CODES, close_code_name
 
-__all__ = ["Outgoing", "encode", "client_frame", "can_write", "closed_error", "shutdown"]
+__all__ = ["Outgoing", "encode", "client_frame", "ready", "closed_error", "shutdown"]
 
 
 class Outgoing(NamedTuple):
@@ -57,15 +57,23 @@ def client_frame(payload: bytes, opcode: int, compressed: bool = False) -> bytes
 
 if hasattr(select, "poll"):
 
-    def can_write(sock: socket.socket) -> bool:
+    def ready(sock: socket.socket, timeout: Optional[float], *, write: bool = False) -> bool:
+        """Whether ``sock`` is readable (``write``: writable) within ``timeout`` seconds (``poll``:
+        no ``FD_SETSIZE`` limit, unlike ``select``, so descriptors past 1,024 work)."""
         poller = select.poll()
-        poller.register(sock, select.POLLOUT)
-        return bool(poller.poll(0))
+        poller.register(sock, select.POLLOUT if write else select.POLLIN)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 else:  # pragma: no cover - Windows
 
-    def can_write(sock: socket.socket) -> bool:
-        return bool(select.select([], [sock], [], 0)[1])
+    def ready(sock: socket.socket, timeout: Optional[float], *, write: bool = False) -> bool:
+        """Whether ``sock`` is readable (``write``: writable) within ``timeout`` seconds."""
+        ready_sockets = (
+            select.select([], [sock], [], timeout)[1]
+            if write
+            else (select.select([sock], [], [], timeout)[0])
+        )
+        return bool(ready_sockets)
 
 
 def closed_error(code: int, reason: str = "", detail: str = "") -> WebSocketClosed:
