@@ -28,7 +28,7 @@ import zlib
 from typing import Any, Dict, List
 
 from aikit_transports import ReconnectPolicy, WebSocketTransport
-from aikit_transports.testing.ws import RawPeer, RawWebSocketServer, server_frame
+from aikit_transports.testing.ws import RawWebSocketPeer, RawWebSocketServer, server_frame
 
 SCENARIOS = ("bomb", "continuations", "endless-header", "trickle")
 
@@ -47,7 +47,7 @@ def scenario(name: str) -> Dict[str, Any]:
     if name == "bomb":
         bomb = _bomb()
 
-        def script(peer: RawPeer) -> None:
+        def script(peer: RawWebSocketPeer) -> None:
             peer.accept("permessage-deflate")
             peer.send(bomb)
             written[0] = len(bomb)
@@ -57,7 +57,7 @@ def scenario(name: str) -> Dict[str, Any]:
         options["max_message_bytes"] = 1 << 20
         batch = server_frame(0x0, b"", fin=False) * 32768
 
-        def script(peer: RawPeer) -> None:
+        def script(peer: RawWebSocketPeer) -> None:
             peer.accept()
             peer.send(server_frame(0x1, b"a", fin=False))
             while written[0] < 64 << 20 and peer.send(batch):
@@ -66,8 +66,7 @@ def scenario(name: str) -> Dict[str, Any]:
     elif name == "endless-header":
         options["timeout"] = 2.0
 
-        def script(peer: RawPeer) -> None:
-            peer.read_request()
+        def script(peer: RawWebSocketPeer) -> None:
             peer.send(b"HTTP/1.1 101 Switching Protocols\r\nX-Endless: ")
             while not stop.is_set() and peer.send(b"a" * 65536):
                 written[0] += 65536
@@ -75,8 +74,7 @@ def scenario(name: str) -> Dict[str, Any]:
     else:
         options["timeout"] = 2.0
 
-        def script(peer: RawPeer) -> None:
-            peer.read_request()
+        def script(peer: RawWebSocketPeer) -> None:
             while not stop.wait(0.1) and peer.send(b"x"):
                 written[0] += 1
 

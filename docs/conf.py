@@ -64,7 +64,8 @@ nitpick_ignore_regex = [
         r"threading|concurrent\.futures|types|datetime|pathlib|requests|urllib3|websocket|"
         r"websockets|django|redis)\..*",
     ),
-    (r"py:(class|obj)", r"aikit_transports\..*\._?[A-Z][A-Z]?"),
+    # type variables (``T``; bare where a return type or ``Callable`` argument shows them)
+    (r"py:(class|obj)", r"(aikit_transports\..*\.)?_?[A-Z][A-Z]?"),
 ]
 
 html_title = f"aikit-transports {release}"

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import pytest
-from rawserver import RawConnection, RawServer
 
 from aikit_transports import (
     ConnectError,
@@ -23,7 +22,7 @@ from aikit_transports import (
     SSETransport,
     TransportState,
 )
-from aikit_transports.testing import StreamServer
+from aikit_transports.testing import RawPeer, RawServer, StreamServer
 from aikit_transports.testing.exchange import RecordedRequest, StreamWriter
 
 WIRES: list[Any] = [SSETransport, HTTPStreamTransport]
@@ -32,7 +31,7 @@ HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Slow: " + b"y" 
 
 @pytest.mark.parametrize("wire", WIRES)
 def test_a_trickled_response_head_is_bounded_by_timeout(wire: Any) -> None:
-    def trickle(conn: RawConnection) -> None:
+    def trickle(conn: RawPeer) -> None:
         conn.trickle(HEAD, every=0.2)
 
     with RawServer(trickle) as server:
@@ -49,7 +48,7 @@ def test_a_trickled_response_head_is_bounded_by_timeout(wire: Any) -> None:
 
 @pytest.mark.parametrize("wire", WIRES)
 def test_a_header_line_that_never_ends_fails_at_once(wire: Any) -> None:
-    def flood(conn: RawConnection) -> None:
+    def flood(conn: RawPeer) -> None:
         conn.send(b"HTTP/1.1 200 OK\r\nX-Endless: ")
         chunk = b"z" * 65536
         while not conn.stop.is_set() and conn.send(chunk):
@@ -60,7 +59,7 @@ def test_a_header_line_that_never_ends_fails_at_once(wire: Any) -> None:
         with pytest.raises(ProtocolError) as info:
             t.connect()
         t.close()
-        assert len(server.connections) == 1  # not retried: no request storm
+        assert len(server.peers) == 1  # not retried: no request storm
     assert "response head" in info.value.message and "too long" in info.value.message
 
 

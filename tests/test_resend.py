@@ -14,7 +14,6 @@ import time
 from typing import Any, Optional
 
 import pytest
-from rawserver import RawConnection, RawServer
 
 from aikit_transports import (
     ConnectError,
@@ -28,7 +27,7 @@ from aikit_transports import (
     TransportError,
     TransportState,
 )
-from aikit_transports.testing import StreamServer
+from aikit_transports.testing import RawPeer, RawServer, StreamServer
 from aikit_transports.testing.exchange import RecordedRequest, StreamWriter
 
 FAST = ReconnectPolicy(initial_delay=0.01, jitter=0, max_attempts=5)
@@ -214,12 +213,12 @@ def test_a_post_to_a_refused_port_that_comes_up_is_sent_again() -> None:
 
 
 def test_a_post_to_a_server_that_never_answers_goes_out_once() -> None:
-    with RawServer(RawConnection.hold) as server:
+    with RawServer(RawPeer.hold) as server:
         t = SSETransport(server.url("/llm"), method="POST", json={}, timeout=0.5, reconnect=FAST)
         with pytest.raises(StreamInterrupted) as info:
             t.connect()
         t.close()
-        assert len(server.connections) == 1
+        assert len(server.peers) == 1
     cause = info.value.__cause__
     assert isinstance(cause, ConnectError)
     assert "timed out after 0.5 s waiting for the response headers" in cause.message
@@ -353,7 +352,7 @@ def _ids_route(blocks: list[bytes]) -> tuple[Any, list[Optional[bytes]]]:
     ``Last-Event-ID`` bytes that every request carried."""
     seen: list[Optional[bytes]] = []
 
-    def script(conn: RawConnection) -> None:
+    def script(conn: RawPeer) -> None:
         seen.append(conn.header("Last-Event-ID"))
         n = len(seen) - 1
         if n >= len(blocks):
@@ -390,7 +389,7 @@ def test_an_id_that_cannot_go_in_a_header_is_not_used(bad: str) -> None:
         b"",
     ]
 
-    def script(conn: RawConnection) -> None:
+    def script(conn: RawPeer) -> None:
         seen.append(conn.header("Last-Event-ID"))
         n = len(seen) - 1
         if n >= 2:
@@ -461,7 +460,7 @@ def test_done_when_that_raises_is_an_error_event_and_the_stream_goes_on(
 
 
 def test_iter_events_timeout_bounds_the_implicit_connect() -> None:
-    with RawServer(RawConnection.hold) as server:
+    with RawServer(RawPeer.hold) as server:
         t = SSETransport(server.url("/s"))
         started = time.monotonic()
         with pytest.raises(TimeoutError) as info:

@@ -13,7 +13,6 @@ import json
 import logging
 import ssl
 import threading
-import time
 from collections import Counter
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
@@ -34,6 +33,7 @@ from aikit_transports.errors import (
     WebSocketClosed,
 )
 from aikit_transports.events import TransportState
+from aikit_transports.testing._wait import wait_for
 from aikit_transports.testing.proxy import FaultProxy
 from aikit_transports.testing.ws import WebSocketServer
 from aikit_transports.transports.base import BaseTransport
@@ -81,16 +81,10 @@ class Recorder:
         return [args[0].data for args in self.named("event")]
 
     def wait(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    pytest.fail(f"not seen within {timeout} s; log: {[n for n, _ in self.log]}")
-                self.cond.wait(remaining)
+        try:
+            return wait_for(self.cond, predicate, timeout)
+        except TimeoutError:
+            pytest.fail(f"not seen within {timeout} s; log: {[n for n, _ in self.log]}")
 
 
 def ids(events: List[Any]) -> List[int]:

@@ -27,7 +27,7 @@ from aikit_transports.errors import (
 )
 from aikit_transports.testing.proxy import FaultProxy
 from aikit_transports.testing.ws import (
-    RawPeer,
+    RawWebSocketPeer,
     RawWebSocketServer,
     WebSocketServer,
     server_frame,
@@ -80,10 +80,10 @@ class Errors:
 
 
 @pytest.fixture
-def raw() -> Iterator[Callable[[Callable[[RawPeer], None]], RawWebSocketServer]]:
+def raw() -> Iterator[Callable[[Callable[[RawWebSocketPeer], None]], RawWebSocketServer]]:
     servers: List[RawWebSocketServer] = []
 
-    def start(script: Callable[[RawPeer], None]) -> RawWebSocketServer:
+    def start(script: Callable[[RawWebSocketPeer], None]) -> RawWebSocketServer:
         server = RawWebSocketServer(script).start()
         servers.append(server)
         return server
@@ -116,7 +116,7 @@ def run(server: RawWebSocketServer, **options: Any) -> List[BaseException]:
     ]
 
 
-def closing(peer: RawPeer) -> None:
+def closing(peer: RawWebSocketPeer) -> None:
     """End a script: a normal close, and the client's answer."""
     peer.send(close(1000))
     peer.read_until_close()
@@ -126,7 +126,7 @@ def closing(peer: RawPeer) -> None:
 
 
 def test_every_ping_gets_its_own_pong_in_order(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()
         peer.send(b"".join(server_frame(PING, b"ping %d" % i) for i in range(10)))
         for _ in range(10):
@@ -142,7 +142,7 @@ def test_every_ping_gets_its_own_pong_in_order(raw: Any) -> None:
 
 
 def test_a_ping_between_fragments_is_answered_before_the_message_ends(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()
         peer.send(server_frame(TEXT, b"frag", fin=False) + server_frame(PING, b"now"))
         pong = peer.read_frame()  # the message is not complete yet: the pong must come first
@@ -161,7 +161,7 @@ def test_a_ping_between_fragments_is_answered_before_the_message_ends(raw: Any) 
 
 
 def test_the_pong_goes_out_before_the_echo_of_a_message_read_with_it(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()
         peer.send(
             server_frame(TEXT, b"a", fin=False) + server_frame(PING, b"p") + server_frame(0, b"b")
@@ -180,7 +180,7 @@ def test_the_pong_goes_out_before_the_echo_of_a_message_read_with_it(raw: Any) -
 
 
 def test_frames_sent_with_the_handshake_answer_are_read(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept(extra=server_frame(TEXT, b"at once") + close(1000))
         peer.read_until_close()
 
@@ -198,7 +198,7 @@ def test_frames_sent_with_the_handshake_answer_are_read(raw: Any) -> None:
 def test_an_invalid_close_code_fails_the_connection_with_1002(raw: Any, code: int) -> None:
     answers: List[Optional[int]] = []
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()
         peer.send(close(code))
         reply = peer.read_until_close()
@@ -214,7 +214,7 @@ def test_an_invalid_close_code_fails_the_connection_with_1002(raw: Any, code: in
 def test_an_application_close_code_is_echoed_and_fails_the_transport(raw: Any, code: int) -> None:
     answers: List[Optional[int]] = []
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()
         peer.send(close(code, b"bye"))
         reply = peer.read_until_close()
@@ -229,7 +229,7 @@ def test_an_application_close_code_is_echoed_and_fails_the_transport(raw: Any, c
 def test_a_close_reason_that_is_not_utf8_fails_with_1007(raw: Any) -> None:
     answers: List[Optional[int]] = []
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()
         peer.send(close(1000, b"\xce\xba\xe1\xbd\xb9\xed\xa0\x80"))
         reply = peer.read_until_close()
@@ -243,7 +243,7 @@ def test_a_close_reason_that_is_not_utf8_fails_with_1007(raw: Any) -> None:
 def test_an_empty_close_frame_is_a_normal_end_answered_without_a_code(raw: Any) -> None:
     replies: List[bytes] = []
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()
         peer.send(server_frame(CLOSE))
         reply = peer.read_until_close()
@@ -265,7 +265,7 @@ def test_a_close_reason_is_kept_as_data_but_shown_escaped_and_cut(
     caplog.set_level(logging.DEBUG, logger="aikit_transports")
     reason = "forged\r\nINFO all good\x1b[2J" + "\x07" * 98  # 123 bytes, the most there is
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()
         peer.send(close(4000, reason.encode()))
         peer.read_until_close()
@@ -284,8 +284,7 @@ def test_a_close_reason_is_kept_as_data_but_shown_escaped_and_cut(
 
 
 def test_a_header_line_that_never_ends_is_cut_at_64_kib(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
-        peer.read_request()
+    def script(peer: RawWebSocketPeer) -> None:
         peer.send(b"HTTP/1.1 101 Switching Protocols\r\nX-Endless: ")
         while peer.send(b"a" * 4096):
             pass
@@ -297,8 +296,7 @@ def test_a_header_line_that_never_ends_is_cut_at_64_kib(raw: Any) -> None:
 
 
 def test_too_many_header_lines_are_refused(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
-        peer.read_request()
+    def script(peer: RawWebSocketPeer) -> None:
         peer.send(b"HTTP/1.1 101 Switching Protocols\r\n" + b"X-Many: 1\r\n" * 500)
         peer.read_frame()  # until the client leaves
 
@@ -311,8 +309,8 @@ def test_too_many_header_lines_are_refused(raw: Any) -> None:
 @pytest.mark.parametrize("lines", [MAX_HEAD_LINES, MAX_HEAD_LINES + 1])
 @pytest.mark.parametrize("whole", [True, False])
 def test_the_header_line_cap_is_exact(raw: Any, lines: int, whole: bool) -> None:
-    def script(peer: RawPeer) -> None:
-        key = peer.read_request()["sec-websocket-key"].encode()
+    def script(peer: RawWebSocketPeer) -> None:
+        key = peer.headers["sec-websocket-key"].encode()
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         head = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade"]
         head += [b"Sec-WebSocket-Accept: " + accept]
@@ -340,8 +338,7 @@ def test_the_header_line_cap_is_exact(raw: Any, lines: int, whole: bool) -> None
 def test_a_trickled_handshake_ends_at_the_timeout(raw: Any, where: str) -> None:
     stop = threading.Event()
 
-    def script(peer: RawPeer) -> None:
-        peer.read_request()
+    def script(peer: RawWebSocketPeer) -> None:
         if where == "headers":
             peer.send(b"HTTP/1.1 101 Switching Protocols\r\n")
         # one byte every 50 ms, forever: each read succeeds, only a deadline ends it
@@ -358,8 +355,7 @@ def test_a_trickled_handshake_ends_at_the_timeout(raw: Any, where: str) -> None:
 
 
 def test_a_200_answer_says_the_server_did_not_switch_protocols(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
-        peer.read_request()
+    def script(peer: RawWebSocketPeer) -> None:
         peer.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
     server = raw(script)
@@ -371,8 +367,7 @@ def test_a_200_answer_says_the_server_did_not_switch_protocols(raw: Any) -> None
 
 
 def test_a_403_fails_at_once_with_its_status_headers_and_body(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
-        peer.read_request()
+    def script(peer: RawWebSocketPeer) -> None:
         peer.send(b"HTTP/1.1 403 Forbidden\r\nX-Why: token\r\nContent-Length: 9\r\n\r\nno access")
 
     server = raw(script)
@@ -387,8 +382,7 @@ def test_a_403_fails_at_once_with_its_status_headers_and_body(raw: Any) -> None:
 
 
 def test_a_status_reason_is_shown_escaped(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
-        peer.read_request()
+    def script(peer: RawWebSocketPeer) -> None:
         peer.send(b"HTTP/1.1 404 Not\x1b[31m Found\r\nContent-Length: 0\r\n\r\n")
 
     t = transport(raw(script).url())
@@ -409,9 +403,9 @@ def test_a_status_reason_is_shown_escaped(raw: Any) -> None:
 def test_the_origin_header(raw: Any, options: Any, expected: str) -> None:
     requests: List[bytes] = []
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()
-        requests.append(peer.request)
+        requests.append(peer.head)
         closing(peer)
 
     server = raw(script)
@@ -422,14 +416,13 @@ def test_the_origin_header(raw: Any, options: Any, expected: str) -> None:
 
 
 def test_a_redirect_to_another_origin_keeps_only_the_safe_and_named_headers(raw: Any) -> None:
-    def target_script(peer: RawPeer) -> None:
+    def target_script(peer: RawWebSocketPeer) -> None:
         peer.accept()
         closing(peer)
 
     target = raw(target_script)
 
-    def redirect_script(peer: RawPeer) -> None:
-        peer.read_request()
+    def redirect_script(peer: RawWebSocketPeer) -> None:
         peer.send(
             b"HTTP/1.1 307 Elsewhere\r\nLocation: " + target.url("/there").encode() + b"\r\n\r\n"
         )
@@ -441,12 +434,11 @@ def test_a_redirect_to_another_origin_keeps_only_the_safe_and_named_headers(raw:
     assert first.peers[0].headers["authorization"] == "Bearer secret"
     arrived = target.peers[0].headers
     assert arrived["x-keep"] == "1" and "authorization" not in arrived and "x-drop" not in arrived
-    assert target.peers[0].request.startswith(b"GET /there HTTP/1.1")
+    assert target.peers[0].head.startswith(b"GET /there HTTP/1.1")
 
 
 def test_a_redirect_to_another_scheme_is_refused(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
-        peer.read_request()
+    def script(peer: RawWebSocketPeer) -> None:
         peer.send(b"HTTP/1.1 302 Found\r\nLocation: ftp://127.0.0.1/x\r\n\r\n")
 
     t = transport(raw(script).url(), reconnect=FAST)
@@ -456,8 +448,7 @@ def test_a_redirect_to_another_scheme_is_refused(raw: Any) -> None:
 
 
 def test_a_wrong_accept_key_is_refused(raw: Any) -> None:
-    def script(peer: RawPeer) -> None:
-        peer.read_request()
+    def script(peer: RawWebSocketPeer) -> None:
         peer.send(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: bm90IHRoZSBrZXk=\r\n\r\n"
@@ -476,7 +467,7 @@ def test_a_flood_of_empty_continuation_frames_fails_with_1009(raw: Any) -> None:
     answers: List[Optional[int]] = []
     batch = server_frame(0, b"", fin=False) * 4096
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()
         peer.send(server_frame(TEXT, b"a", fin=False))
         while peer.send(batch):  # until the client fails the connection
@@ -549,7 +540,7 @@ def test_no_context_takeover_and_window_bits_are_honoured(raw: Any) -> None:
     message = block + block  # repeats 700 bytes back: only reachable with a window over 512
     received: List[Any] = []
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
             "client_max_window_bits=9"
@@ -574,7 +565,7 @@ def test_a_fragmented_compressed_message_is_inflated(raw: Any) -> None:
     text = ("fragmented and compressed " * 100).encode()
     payload = deflate(text)
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept("permessage-deflate")
         peer.send(
             server_frame(TEXT, payload[:10], fin=False, rsv1=True)
@@ -598,7 +589,7 @@ def test_a_deflate_bomb_fails_with_1009(raw: Any) -> None:
     bomb = b"".join(z.compress(zeros) for _ in range(64)) + z.flush(zlib.Z_SYNC_FLUSH)[:-4]
     answers: List[Optional[int]] = []
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept("permessage-deflate")
         peer.send(server_frame(BINARY, bomb, rsv1=True))  # 64 KB that inflate to 64 MiB
         reply = peer.read_until_close()
@@ -623,7 +614,7 @@ def test_a_deflate_bomb_fails_with_1009(raw: Any) -> None:
 def test_an_extension_answer_the_client_cannot_accept_fails(
     raw: Any, answer: str, options: Any
 ) -> None:
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept(answer)
         peer.read_frame()
 
@@ -636,7 +627,7 @@ def test_an_extension_answer_the_client_cannot_accept_fails(
 def test_rsv1_on_a_frame_without_deflate_fails_with_1002(raw: Any) -> None:
     answers: List[Optional[int]] = []
 
-    def script(peer: RawPeer) -> None:
+    def script(peer: RawWebSocketPeer) -> None:
         peer.accept()  # no extension
         peer.send(server_frame(TEXT, deflate(b"x"), rsv1=True))
         reply = peer.read_until_close()

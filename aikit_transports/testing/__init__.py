@@ -13,7 +13,8 @@ Built-in endpoints (``/sse``, ``/ndjson``, ``/poll``, ``/send``, ``/sse-fast``) 
 query parameters, see :mod:`aikit_transports.testing.endpoints`; :meth:`StreamServer.route` adds
 your own ``handler(request, writer)``. It uses only the standard library (and ``requests``'
 case-insensitive dict). ``python -m aikit_transports.testing`` runs it in the foreground, with
-:class:`WebSocketServer` (the ``testing`` extra) on the next port.
+:class:`WebSocketServer` (the ``testing`` extra) on the next port. :class:`RawServer` hands
+each connection's bare socket to a script of yours, for exact bytes on the wire.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from .server import StreamServer
 __all__ = ["StreamServer", "RecordedRequest", "StreamWriter", "RouteHandler", "HTTPError"]
 
 from .proxy import FaultProxy
+from .raw import RawPeer, RawServer
 
-__all__ += ["FaultProxy"]
+__all__ += ["FaultProxy", "RawServer", "RawPeer"]
 
 try:  # WebSocketServer needs `websockets` (the optional `testing` extra)
     from .ws import WebSocketServer

@@ -30,9 +30,10 @@ Messages of clients are recorded in ``received`` (in arrival order), handshakes 
 ended without a close frame). ``kill_connections()`` drops every connection abruptly.
 ``compression="deflate"`` makes it negotiate permessage-deflate.
 
-:class:`RawWebSocketServer` is a bare socket server for exact-frame tests: a script of yours
-reads the handshake, answers it (or not) and writes the very bytes you choose, for behaviour no
-well-behaved server shows (broken frames, hostile handshakes, floods).
+:class:`RawWebSocketServer` is a :class:`~aikit_transports.testing.RawServer` for exact-frame
+tests: a script of yours gets each connection once its handshake request is read, answers it
+(or not) and writes the very bytes you choose, for behaviour no well-behaved server shows
+(broken frames, hostile handshakes, floods).
 """
 
 from __future__ import annotations
@@ -42,11 +43,9 @@ import base64
 import hashlib
 import json
 import logging
-import select
 import socket
 import ssl
 import threading
-import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, TypeVar, Union
 from urllib.parse import parse_qs, urlsplit
 
@@ -56,8 +55,10 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from ._loop import LoopThread
+from ._wait import wait_for
+from .raw import RawPeer, RawServer
 
-__all__ = ["WebSocketServer", "RawWebSocketServer", "RawPeer", "Frame", "server_frame"]
+__all__ = ["WebSocketServer", "RawWebSocketServer", "RawWebSocketPeer", "Frame", "server_frame"]
 
 T = TypeVar("T")
 Data = Union[str, bytes]
@@ -203,16 +204,7 @@ class WebSocketServer:
         :param predicate: a function of no arguments, called under the server's lock.
         :param timeout: the longest wait in seconds; then ``TimeoutError``.
         """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"server condition not met within {timeout} s")
-                self._changed.wait(remaining)
+        return wait_for(self._changed, predicate, timeout)
 
     def kill_connections(self) -> int:
         """Drop every open connection at once, without a close frame; how many there were."""
@@ -431,35 +423,26 @@ def server_frame(
     return head + payload
 
 
-class RawPeer:
-    """The server side of one connection of :class:`RawWebSocketServer`, for a script."""
+class RawWebSocketPeer(RawPeer):
+    """The server side of one connection of :class:`RawWebSocketServer`, for a script: a
+    :class:`~aikit_transports.testing.RawPeer` that answers the handshake and reads frames.
+
+    :param sock: the accepted socket (the server closes it).
+    :param stop: set when the server closes: reads end.
+    """
 
     def __init__(self, sock: socket.socket, stop: threading.Event) -> None:
-        self.sock = sock
-        self._stop = stop
-        self._buf = b""
-        #: The request head as received (``read_request``), and its headers lower-cased.
-        self.request = b""
-        self.headers: Dict[str, str] = {}
+        super().__init__(sock, stop)
         #: Every frame the client sent on this connection, in order.
         self.frames: List[Frame] = []
 
-    def read_request(self, timeout: float = 5.0) -> Dict[str, str]:
-        """Read the client's handshake request; its headers (names lower-cased)."""
-        while b"\r\n\r\n" not in self._buf:
-            if not self._recv(timeout):
-                raise ConnectionError("the client left before the end of its request")
-        head, self._buf = self._buf.split(b"\r\n\r\n", 1)
-        self.request = head
-        for line in head.decode("latin-1").split("\r\n")[1:]:
-            name, _, value = line.partition(":")
-            self.headers[name.strip().lower()] = value.strip()
-        return self.headers
-
     def accept(self, extensions: Optional[str] = None, extra: bytes = b"") -> None:
-        """Read the request and answer 101 (with ``extensions`` as the chosen extensions);
-        ``extra`` goes right after the response head, in the same write."""
-        key = self.read_request()["sec-websocket-key"].encode("ascii")
+        """Answer the handshake with 101.
+
+        :param extensions: the ``Sec-WebSocket-Extensions`` answer, if any.
+        :param extra: bytes written right after the response head, in the same write.
+        """
+        key = self.headers["sec-websocket-key"].encode("ascii")
         digest = hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
         head = (
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -469,16 +452,11 @@ class RawPeer:
             head += f"Sec-WebSocket-Extensions: {extensions}\r\n"
         self.send((head + "\r\n").encode("latin-1") + extra)
 
-    def send(self, data: bytes) -> bool:
-        """Write ``data``; ``False`` once the client is gone."""
-        try:
-            self.sock.sendall(data)
-            return True
-        except OSError:
-            return False
-
     def read_frame(self, timeout: float = 5.0) -> Optional[Frame]:
-        """The next frame from the client, unmasked (``None`` at the end of the connection)."""
+        """The next frame from the client, unmasked (``None`` at the end of the connection).
+
+        :param timeout: the longest wait for the client's bytes, in seconds.
+        """
         while True:
             frame = self._parse()
             if frame is not None:
@@ -488,26 +466,14 @@ class RawPeer:
                 return None
 
     def read_until_close(self, timeout: float = 5.0) -> Optional[Frame]:
-        """Read frames up to the client's close frame; that frame (``None``: it never came)."""
+        """Read frames up to the client's close frame; that frame (``None``: it never came).
+
+        :param timeout: the longest wait for each frame, in seconds.
+        """
         while True:
             frame = self.read_frame(timeout)
             if frame is None or frame.opcode == 0x8:
                 return frame
-
-    def _recv(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self._stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"the client sent nothing for {timeout} s")
-            if select.select([self.sock], [], [], min(left, 0.05))[0]:
-                try:
-                    data = self.sock.recv(65536)
-                except OSError:
-                    return False
-                self._buf += data
-                return bool(data)
-        return False
 
     def _parse(self) -> Optional[Frame]:
         buf = self._buf
@@ -531,84 +497,16 @@ class RawPeer:
         return Frame(bool(buf[0] & 0x80), bool(buf[0] & 0x40), buf[0] & 0x0F, payload)
 
 
-class RawWebSocketServer:
-    """A socket server on 127.0.0.1 where ``script(peer)`` plays each connection, in order,
-    on one background thread; for tests that need exact bytes on the wire.
+class RawWebSocketServer(RawServer[RawWebSocketPeer]):
+    """A :class:`~aikit_transports.testing.RawServer` of ``ws://`` URLs whose scripts get a
+    :class:`RawWebSocketPeer`; for tests that need exact frames on the wire.
 
-    ``peers`` lists every connection's :class:`RawPeer` (its ``frames``); ``wait_for``
-    waits for a condition on them; ``close()`` stops the script (its reads return ``None``),
-    closes every socket and joins the thread.
+    :param script: called with the :class:`RawWebSocketPeer` of each connection.
+    :param host: the address to listen on.
     """
 
-    def __init__(self, script: Callable[[RawPeer], None], host: str = "127.0.0.1") -> None:
-        self.script = script
-        self.host = host
-        self.port = 0
-        self.peers: List[RawPeer] = []
-        #: Connections whose script has returned.
-        self.finished = 0
-        self._stop = threading.Event()
-        self._changed = threading.Condition()
-        self._listener: Optional[socket.socket] = None
-        self._thread: Optional[threading.Thread] = None
+    def __init__(self, script: Callable[[RawWebSocketPeer], None], host: str = "127.0.0.1") -> None:
+        super().__init__(script, scheme="ws", host=host)
 
-    def start(self) -> RawWebSocketServer:
-        listener = self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, 0))
-        listener.listen(16)
-        self.port = listener.getsockname()[1]
-        self._thread = threading.Thread(
-            target=self._serve, name=f"aikit-testing-rawws-{self.port}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(10)
-        if self._listener is not None:
-            self._listener.close()
-
-    def __enter__(self) -> RawWebSocketServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def url(self, path: str = "/") -> str:
-        return f"ws://{self.host}:{self.port}{path}"
-
-    def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0) -> T:
-        """Wait until ``predicate()`` is truthy (checked whenever a script ends)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                value = predicate()
-                if value:
-                    return value
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"server condition not met within {timeout} s")
-                self._changed.wait(remaining)
-
-    def _serve(self) -> None:
-        listener = self._listener
-        assert listener is not None
-        while not self._stop.is_set():
-            if not select.select([listener], [], [], 0.05)[0]:
-                continue
-            conn, _ = listener.accept()
-            peer = RawPeer(conn, self._stop)
-            self.peers.append(peer)
-            try:
-                self.script(peer)
-            except (OSError, TimeoutError):
-                log.debug("raw server: the script ended early", exc_info=True)
-            finally:
-                conn.close()
-                with self._changed:
-                    self.finished += 1
-                    self._changed.notify_all()
+    def _new_peer(self, sock: socket.socket) -> RawWebSocketPeer:
+        return RawWebSocketPeer(sock, self._stop)
