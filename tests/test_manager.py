@@ -7,6 +7,7 @@ the test), so they need no network; the SSE and WebSocket tests use the real ser
 from __future__ import annotations
 
 import enum
+import logging
 import queue
 import threading
 import time
@@ -740,3 +741,16 @@ def test_shutdown_from_inside_a_transport_callback_does_not_wait_for_itself() ->
     t.close()  # joins the reader that ran the callback
     assert reasons == ["manager"] and manager.closed
     assert all(o.state is TransportState.CLOSED for o in others)
+
+
+def test_more_streams_than_pool_maxsize_close_without_pool_full_warnings(
+    stream_server: StreamServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with TransportManager(pool_maxsize=2) as mgr:
+        transports = [
+            mgr.create("sse", stream_server.url(f"/sse?count=1&end=hold&n={i}")) for i in range(6)
+        ]
+        for t in transports:
+            assert len([e for _, e in zip(range(1), t.iter_events(timeout=10))]) == 1
+    assert "Connection pool is full" not in caplog.text

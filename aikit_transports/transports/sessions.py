@@ -57,11 +57,25 @@ class _ReportingHTTPSConnection(HTTPSConnection):
         super().request(*args, **kwargs)
 
 
-class _ReportingHTTPPool(HTTPConnectionPool):
+class _StreamPool(HTTPConnectionPool):
+    """A pool that takes back a stream's closed connection quietly when it is full: a stream
+    holds its connection for as long as it lives and closes it at the end, so with more open
+    streams than ``pool_maxsize`` urllib3 would warn "Connection pool is full" for each one."""
+
+    def _put_conn(self, conn: Any) -> None:
+        pool = self.pool
+        closed = conn is not None and getattr(conn, "sock", None) is None
+        if closed and pool is not None and pool.full():
+            conn.close()
+            return
+        super()._put_conn(conn)
+
+
+class _ReportingHTTPPool(_StreamPool):
     ConnectionCls = _ReportingHTTPConnection
 
 
-class _ReportingHTTPSPool(HTTPSConnectionPool):
+class _ReportingHTTPSPool(_StreamPool, HTTPSConnectionPool):
     ConnectionCls = _ReportingHTTPSConnection
 
 
