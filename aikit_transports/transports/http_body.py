@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.client
+import io
 import select
 import socket
 import ssl
@@ -16,6 +17,10 @@ from ..errors import ConnectError
 from ..parsers.chunked import ChunkedDecoder
 
 __all__ = ["BodyReader", "COALESCE_READS", "CUT_IN_BODY", "cut_in_headers", "response_socket"]
+
+#: The buffer of ``http.client``'s reader (``sock.makefile("rb")``): a ``peek`` that returns
+#: this much found more waiting than one small read takes.
+_SMALL_BUFFER = io.DEFAULT_BUFFER_SIZE
 
 
 def response_socket(resp: requests.Response) -> Optional[socket.socket]:
@@ -73,25 +78,24 @@ class BodyReader:
     encoded one (gzip ...) through urllib3, which decodes it.
 
     A read blocked in the socket holds a buffer of the size asked for, 64 KiB for each idle
-    stream; so when nothing has arrived, the wait happens in ``http.client``'s reader
-    (``peek``), which fills its own small buffer, and the read that follows takes that.
+    stream; so while events trickle in, the wait happens in ``http.client``'s reader
+    (``peek``), which fills its own small buffer, and the read that follows takes that: one
+    system call per read. Once that small buffer comes back full (more is waiting), reads go
+    straight to the socket for the whole ``size`` until one comes back short (the socket was
+    drained), and only then does a batch try to join the reads that are ready at once.
     """
 
-    __slots__ = ("read", "_plain", "_decoder", "_ready", "_arrived")
+    __slots__ = ("read", "_plain", "_decoder", "_ready", "_bulk")
 
     def __init__(self, resp: requests.Response, sock: Optional[socket.socket]) -> None:
         plain = _plain_body(resp)
         self._plain = plain
         self._decoder: Optional[ChunkedDecoder] = None
-        poll = _socket_poll(sock) if plain is not None else None
         # ``_ready``: a read now returns at once, so it may join a batch (never known with TLS:
-        # a readable socket may hold only part of a record). ``_arrived``: bytes came, on the
-        # socket or already decrypted in the TLS layer, so a read will not wait for long.
-        self._ready = self._arrived = poll
-        if poll is not None and isinstance(sock, ssl.SSLSocket):
-            pending = sock.pending
-            self._ready = None
-            self._arrived = lambda: pending() > 0 or poll()
+        # a readable socket may hold only part of a record).
+        tls = isinstance(sock, ssl.SSLSocket)
+        self._ready = _socket_poll(sock) if plain is not None and not tls else None
+        self._bulk = False  # the last read filled its buffer: more is (likely) waiting
         self.read: Callable[[int], bytes]
         if plain is None:
             raw = resp.raw
@@ -103,9 +107,10 @@ class BodyReader:
             self.read = functools.partial(self._read_plain, plain)
 
     def more_ready(self) -> bool:
-        """Whether more of the body waits on the connection, so that a read returns at once."""
+        """Whether more of the body waits on the connection, so that a read returns at once
+        (asked of the socket only after a read that filled its buffer)."""
         ready = self._ready
-        if ready is None:
+        if ready is None or not self._bulk:
             return False
         decoder = self._decoder
         if decoder is not None:
@@ -114,10 +119,15 @@ class BodyReader:
         return plain is not None and not plain.chunked and ready()
 
     def _wait(self, plain: http.client.HTTPResponse) -> None:
-        """Wait for bytes without a read buffer of our own (see the class)."""
-        arrived = self._arrived
-        if arrived is not None and not arrived():
-            plain.fp.peek(1)  # at once if bytes are buffered there; or it waits for them
+        """Unless reads fill their buffer, wait for bytes in ``http.client``'s small buffer
+        rather than in a read buffer of our own (see the class)."""
+        if not self._bulk and len(plain.fp.peek(1)) >= _SMALL_BUFFER:
+            self._bulk = True  # the small buffer filled up at once: read in large reads
+
+    def _after(self, data: bytes, size: int) -> None:
+        """A read shorter than asked drained the socket: wait in the small buffer again."""
+        if len(data) < size:
+            self._bulk = False
 
     def _read_chunked(
         self, plain: http.client.HTTPResponse, decoder: ChunkedDecoder, size: int
@@ -127,6 +137,8 @@ class BodyReader:
                 raise decoder.error
             self._wait(plain)
             data = plain.fp.read1(size)
+            if self._bulk:
+                self._after(data, size)
             if not data:
                 raise ConnectError(CUT_IN_BODY, retryable=True)
             body = decoder.feed(data)
@@ -139,6 +151,8 @@ class BodyReader:
         if plain.length != 0:  # 0: the whole body is in, no byte is to come
             self._wait(plain)
         data = plain.read1(size)
+        if self._bulk:
+            self._after(data, size)
         if not data:  # what urllib3 does at the end of a body
             if plain.length:
                 raise ConnectError(
