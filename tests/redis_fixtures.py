@@ -211,3 +211,12 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         yield children
     finally:
         children.kill_all()
+
+
+@pytest.fixture
+def relays() -> Iterator[list[Any]]:
+    """Relays (``RedisRelay``) a test makes; every one is closed after it."""
+    made: list[Any] = []
+    yield made
+    for r in made:
+        r.close()

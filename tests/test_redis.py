@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 import pytest
@@ -68,15 +67,6 @@ def reader(server: RedisServer, stream: str = "s", **kw: Any) -> RedisStreamTran
 
 def collect(t: RedisStreamTransport, timeout: float = 20.0) -> list[Event]:
     return list(t.iter_events(timeout=timeout))
-
-
-@pytest.fixture
-def relays() -> Iterator[list[RedisRelay]]:
-    """Relays a test makes; every one is closed after it."""
-    made: list[RedisRelay] = []
-    yield made
-    for r in made:
-        r.close()
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ relay and every reader; a standby never sends a POST again unless the stream can
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
 import pytest
@@ -61,15 +60,6 @@ def _events(count: int, then: Callable[[StreamWriter], None]) -> Any:
         then(writer)
 
     return route
-
-
-@pytest.fixture
-def relays() -> Iterator[list[RedisRelay]]:
-    """Relays a test makes; every one is closed after it."""
-    made: list[RedisRelay] = []
-    yield made
-    for r in made:
-        r.close()
 
 
 def reader(server: RedisServer, **kw: Any) -> RedisStreamTransport:
