@@ -110,11 +110,6 @@ _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 #: described by now: the list only shrinks. These modules were being rewritten by their owners
 #: when the check came in.
 _TO_DESCRIBE = """
-# config.py
-ReconnectPolicy: initial_delay jitter max_attempts max_delay multiplier retry_if retry_statuses
-ReconnectPolicy.allows: attempt
-ReconnectPolicy.delay: attempt rand retry_after server_retry_ms
-ReconnectPolicy.should_retry: error
 # connect.py
 FallbackError: context errors
 connect: manager options transports url
