@@ -110,9 +110,6 @@ _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 #: described by now: the list only shrinks. These modules were being rewritten by their owners
 #: when the check came in.
 _TO_DESCRIBE = """
-# connect.py
-FallbackError: context errors
-connect: manager options transports url
 # contrib/redis/envelope.py
 contrib.redis.envelope.decode_envelope: fields
 contrib.redis.envelope.encode_end_marker: received_at upstream_id
@@ -139,10 +136,6 @@ EventEmitter.listener_failed: exc name
 EventEmitter.off: callback name
 EventEmitter.on: callback name
 EventEmitter.once: callback name
-# errors.py
-HTTPStatusError: context retry_after status_code
-UnsentMessagesError: unsent
-WebSocketClosed: code context reason
 # logs.py
 logs.TransportLog: debug logger
 # manager.py
