@@ -110,10 +110,6 @@ _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 #: described by now: the list only shrinks. These modules were being rewritten by their owners
 #: when the check came in.
 _TO_DESCRIBE = """
-# contrib/redis/envelope.py
-contrib.redis.envelope.decode_envelope: fields
-contrib.redis.envelope.encode_end_marker: received_at upstream_id
-contrib.redis.envelope.encode_envelope: data received_at retry type upstream_id
 # contrib/redis/relay.py
 contrib.redis.RedisRelay: batch_size buffer_size dedupe_window id lease_ttl maxlen reconnect
     redis_url stream timeout transport
