@@ -110,16 +110,6 @@ _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 #: described by now: the list only shrinks. These modules were being rewritten by their owners
 #: when the check came in.
 _TO_DESCRIBE = """
-# contrib/redis/relay.py
-contrib.redis.RedisRelay: batch_size buffer_size dedupe_window id lease_ttl maxlen reconnect
-    redis_url stream timeout transport
-contrib.redis.RedisRelay.close: timeout
-contrib.redis.RedisRelay.off: callback name
-contrib.redis.RedisRelay.on: callback name
-contrib.redis.RedisRelay.wait: timeout
-contrib.redis.RelayMetrics: errors events_in events_out events_skipped last_append_at
-    last_entry_id last_error last_upstream_id lease_acquisitions lease_held redis_reconnects
-    upstream_reconnects
 # contrib/redis/transport.py
 contrib.redis.RedisStreamTransport: block_ms claim_idle consumer count group last_event_id
     options stream url
