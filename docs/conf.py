@@ -110,9 +110,6 @@ _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 #: described by now: the list only shrinks. These modules were being rewritten by their owners
 #: when the check came in.
 _TO_DESCRIBE = """
-# contrib/redis/transport.py
-contrib.redis.RedisStreamTransport: block_ms claim_idle consumer count group last_event_id
-    options stream url
 # emitter.py
 EventEmitter: on_listener_error
 EventEmitter.emit: name
