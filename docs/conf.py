@@ -110,15 +110,6 @@ _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 #: described by now: the list only shrinks. These modules were being rewritten by their owners
 #: when the check came in.
 _TO_DESCRIBE = """
-# emitter.py
-EventEmitter: on_listener_error
-EventEmitter.emit: name
-EventEmitter.has_listeners: name
-EventEmitter.listener_count: name
-EventEmitter.listener_failed: exc name
-EventEmitter.off: callback name
-EventEmitter.on: callback name
-EventEmitter.once: callback name
 # logs.py
 logs.TransportLog: debug logger
 # manager.py
