@@ -110,8 +110,6 @@ _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 #: described by now: the list only shrinks. These modules were being rewritten by their owners
 #: when the check came in.
 _TO_DESCRIBE = """
-# logs.py
-logs.TransportLog: debug logger
 # manager.py
 TransportManager: cleanup_interval health_check_interval idle_timeout max_transports max_workers
     pool_maxsize
