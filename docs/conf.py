@@ -130,19 +130,6 @@ TransportMetrics.total: snapshots
 # redact.py
 redact.redact_headers: headers
 redact.redact_url: url
-# transports/base.py
-transports.BaseTransport: buffer cert debug headers id idle_timeout last_event_id proxies
-    reconnect scheduler timeout url verify
-transports.BaseTransport.close: timeout
-transports.BaseTransport.connect: timeout
-transports.BaseTransport.iter_events: timeout
-transports.BaseTransport.off: callback name
-transports.BaseTransport.on: callback name
-transports.BaseTransport.once: callback name
-transports.BaseTransport.send: data timeout
-transports.base.EventIterator: timeout transport
-# transports/websocket.py
-WebSocketTransport.send: data timeout
 """
 
 
