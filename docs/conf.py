@@ -110,18 +110,6 @@ _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 #: described by now: the list only shrinks. These modules were being rewritten by their owners
 #: when the check came in.
 _TO_DESCRIBE = """
-# manager.py
-TransportManager: cleanup_interval health_check_interval idle_timeout max_transports max_workers
-    pool_maxsize
-TransportManager.close: id timeout
-TransportManager.close_all: timeout
-TransportManager.create: options type url
-TransportManager.find: state type
-TransportManager.get: id
-TransportManager.get_or_create: options type url
-TransportManager.off: callback name
-TransportManager.on: callback name
-TransportManager.shutdown: timeout
 # metrics.py
 TransportMetrics: buffer_size bytes_received bytes_sent connected_at errors last_message_at
     latency messages_dropped messages_received messages_sent ping_rtt_ms reconnect_attempts
