@@ -110,11 +110,6 @@ _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 #: described by now: the list only shrinks. These modules were being rewritten by their owners
 #: when the check came in.
 _TO_DESCRIBE = """
-# metrics.py
-TransportMetrics: buffer_size bytes_received bytes_sent connected_at errors last_message_at
-    latency messages_dropped messages_received messages_sent ping_rtt_ms reconnect_attempts
-    reconnects uptime
-TransportMetrics.total: snapshots
 # redact.py
 redact.redact_headers: headers
 redact.redact_url: url
