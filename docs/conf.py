@@ -104,32 +104,6 @@ def _public_bases(app: Any, name: str, obj: Any, options: Any, bases: list[type]
 _PARAM_FIELD = re.compile(r"^\s*:(?:param|ivar)\s+(?:[^:]*\s)?\*{0,2}(\w+)\s*:", re.MULTILINE)
 _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 
-#: Callables whose parameters are not all described yet, with those parameters (names relative
-#: to ``aikit_transports``; an indented line goes on with the entry above; ``#`` starts a comment).
-#: The build fails on any other parameter without a description, and on a name listed here that is
-#: described by now: the list only shrinks. These modules were being rewritten by their owners
-#: when the check came in.
-_TO_DESCRIBE = """
-"""
-
-
-def _parse_to_describe(table: str) -> dict[str, set[str]]:
-    """``{"aikit_transports.X.y": {"param", ...}}`` from :data:`_TO_DESCRIBE`."""
-    entries: dict[str, set[str]] = {}
-    name = ""
-    for line in table.splitlines():
-        text = line.split("#", 1)[0]
-        if not text.strip():
-            continue
-        if not text[0].isspace():
-            head, _, text = text.partition(":")
-            name = f"aikit_transports.{head.strip()}"
-        entries.setdefault(name, set()).update(text.split())
-    return entries
-
-
-PARAMS_TO_DESCRIBE = _parse_to_describe(_TO_DESCRIBE)
-
 
 def _described(obj: Any, lines: list[str]) -> set[str]:
     """The parameter names described: ``:param x:`` / ``:ivar x:`` fields, here or (for a class)
@@ -171,23 +145,12 @@ def _check_parameters(
         for param in parameters
         if param not in _SKIPPED_PARAMS and not param.startswith("_") and param not in described
     }
-    expected = PARAMS_TO_DESCRIBE.get(name, set())
-    for param in sorted(missing - expected):
+    for param in sorted(missing):
         logger.warning(
             "parameter %r of %s has no description (:param %s: ...)",
             param,
             name,
             param,
-            location=(app.env.docname, None),
-            type="aikit",
-            subtype="param",
-        )
-    for param in sorted(expected - missing):
-        logger.warning(
-            "parameter %r of %s is described now (or gone): "
-            "take it out of _TO_DESCRIBE in docs/conf.py",
-            param,
-            name,
             location=(app.env.docname, None),
             type="aikit",
             subtype="param",
