@@ -27,6 +27,15 @@ class ReconnectPolicy:
     ``max_attempts=None`` retries forever, ``0`` never. ``retry_if(error)`` can veto a retry, or
     force one, but never makes a request that may not be sent again re-sendable.
 
+    :param max_attempts: the most reconnection attempts (``None``: no limit; ``0``: none).
+    :param initial_delay: the delay before the first attempt in seconds, without a server time.
+    :param max_delay: the longest delay computed, in seconds.
+    :param multiplier: the factor (at least 1) the delay grows by from one attempt to the next.
+    :param jitter: the fraction (0 to 1) of a delay taken off, or added to a ``Retry-After``,
+        at random.
+    :param retry_statuses: the HTTP statuses worth another attempt.
+    :param retry_if: ``retry_if(error)``, whether to retry after ``error``, in place of
+        ``retry_statuses`` and ``error.retryable`` (``None``: those decide).
     :param max_retry_after: the longest ``Retry-After`` (seconds) waited for.
     """
 
@@ -57,11 +66,17 @@ class ReconnectPolicy:
         object.__setattr__(self, "retry_statuses", tuple(int(s) for s in self.retry_statuses))
 
     def allows(self, attempt: int) -> bool:
-        """Whether reconnection attempt ``attempt`` (1-based) may be made."""
+        """Whether reconnection attempt ``attempt`` (1-based) may be made.
+
+        :param attempt: the number of the attempt, 1 for the first reconnection.
+        """
         return self.max_attempts is None or attempt <= self.max_attempts
 
     def should_retry(self, error: TransportError) -> bool:
-        """Whether ``error`` is worth another attempt (statuses by ``retry_statuses``)."""
+        """Whether ``error`` is worth another attempt (statuses by ``retry_statuses``).
+
+        :param error: the error that ended the connection or the last attempt.
+        """
         if self.retry_if is not None:
             return bool(self.retry_if(error))
         if isinstance(error, HTTPStatusError):
@@ -76,7 +91,15 @@ class ReconnectPolicy:
         retry_after: Optional[float] = None,
         rand: Callable[[], float] = random.random,
     ) -> float:
-        """Seconds to wait before attempt ``attempt`` (1-based)."""
+        """Seconds to wait before attempt ``attempt`` (1-based).
+
+        :param attempt: the number of the attempt, 1 for the first reconnection.
+        :param server_retry_ms: the server's SSE ``retry:`` time in milliseconds, the base in
+            place of ``initial_delay`` (``None``: none was sent).
+        :param retry_after: the server's ``Retry-After`` in seconds, which replaces the computed
+            delay (``None``: none was sent).
+        :param rand: returns a random number in [0, 1) for the jitter.
+        """
         if retry_after is not None and retry_after >= 0:
             return float(retry_after) * (1.0 + self.jitter * rand())
         base = server_retry_ms / 1000.0 if server_retry_ms is not None else self.initial_delay

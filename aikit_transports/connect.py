@@ -29,7 +29,12 @@ WireChoice = Union[WireSpec, Tuple[WireSpec, str]]
 
 class FallbackError(ConnectError):
     """No wire connected. The message names each wire and why it failed; ``errors`` maps each
-    wire's name to its error."""
+    wire's name to its error.
+
+    :param errors: each wire's name (numbered, ``sse#2``, when one came twice) to its error,
+        in the order tried.
+    :param context: ``transport_id``, ``url`` and ``attempt``, as for every error.
+    """
 
     def __init__(self, message: str, errors: Dict[str, TransportError], **context: Any) -> None:
         super().__init__(message, **context)
@@ -70,6 +75,14 @@ def connect(
 
     Raises :class:`FallbackError` (a ``ConnectError``) naming each wire and why it failed;
     every transport that did not win is closed.
+
+    :param url: the endpoint, its scheme mapped for each wire.
+    :param transports: the wires to try, in order: names, :class:`TransportType` members,
+        transport classes, or ``(wire, url)`` pairs (default: WebSocket, SSE, HTTP stream).
+    :param manager: the :class:`TransportManager` that creates the transports (``None``: they
+        are created directly).
+    :param options: keyword arguments for each wire's constructor, given to the wires that
+        take them.
     """
     if not transports:
         raise ValueError("transports must name at least one wire")

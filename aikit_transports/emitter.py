@@ -68,6 +68,9 @@ class EventEmitter:
     Listeners are kept in copy-on-write tuples, so ``emit`` reads them without a lock.
     An exception raised by a listener never propagates: it is logged and passed to
     ``on_listener_error`` (the transports turn it into an ``error`` event).
+
+    :param on_listener_error: ``on_listener_error(exc, name)``, called when a listener of
+        ``name`` raised ``exc``, except a listener of ``error`` (``None``: only logged).
     """
 
     def __init__(
@@ -87,6 +90,10 @@ class EventEmitter:
         """Register ``callback`` for ``name``; returns a callable that unregisters it.
 
         Without ``callback``, a decorator: ``@emitter.on("x")`` registers the function below.
+
+        :param name: the event.
+        :param callback: called with the event's arguments on each ``emit`` of ``name``
+            (``None``: return a decorator).
         """
         if callback is None:
             return registrar(lambda cb: self.on(name, cb))
@@ -103,7 +110,12 @@ class EventEmitter:
     def once(
         self, name: str, callback: Optional[Listener] = None
     ) -> Union[Callable[[], None], Callable[[F], F]]:
-        """Register ``callback`` for the next ``name`` only (without it, a decorator)."""
+        """Register ``callback`` for the next ``name`` only (without it, a decorator).
+
+        :param name: the event.
+        :param callback: called with the event's arguments on the next ``emit`` of ``name``
+            (``None``: return a decorator).
+        """
         if callback is None:
             return registrar(lambda cb: self.once(name, cb))
         if not callable(callback):
@@ -117,7 +129,11 @@ class EventEmitter:
         return cancel
 
     def off(self, name: str, callback: Optional[Listener] = None) -> None:
-        """Unregister ``callback`` (also a ``once`` one), or every listener of ``name``."""
+        """Unregister ``callback`` (also a ``once`` one), or every listener of ``name``.
+
+        :param name: the event.
+        :param callback: the listener to remove (``None``: every listener of ``name``).
+        """
         if callback is None:
             with self._lock:
                 self._listeners.pop(name, None)
@@ -146,15 +162,24 @@ class EventEmitter:
             del self._listeners[name]
 
     def listener_count(self, name: str) -> int:
-        """How many listeners ``name`` has."""
+        """How many listeners ``name`` has.
+
+        :param name: the event.
+        """
         return len(self._listeners.get(name, ()))
 
     def has_listeners(self, name: str) -> bool:
-        """Whether anyone listens to ``name`` (cheap; used to skip building arguments)."""
+        """Whether anyone listens to ``name`` (cheap; used to skip building arguments).
+
+        :param name: the event.
+        """
         return name in self._listeners
 
     def emit(self, name: str, *args: Any) -> bool:
-        """Call every listener of ``name`` in registration order; ``True`` if there was one."""
+        """Call every listener of ``name`` in registration order; ``True`` if there was one.
+
+        :param name: the event.
+        """
         listeners = self._listeners.get(name)
         if not listeners:
             return False
@@ -172,7 +197,11 @@ class EventEmitter:
         return self._listeners.get
 
     def listener_failed(self, exc: BaseException, name: str) -> None:
-        """Report ``exc``, raised by a listener of ``name``, as :meth:`emit` does."""
+        """Report ``exc``, raised by a listener of ``name``, as :meth:`emit` does.
+
+        :param exc: the exception the listener raised.
+        :param name: the event the listener was called for.
+        """
         self._listener_failed(exc, name)
 
     def _listener_failed(self, exc: BaseException, name: str) -> None:

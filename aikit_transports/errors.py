@@ -141,6 +141,12 @@ class HTTPStatusError(TransportError):
     ``retryable`` agrees with the default :class:`~aikit_transports.ReconnectPolicy`: true for
     its ``retry_statuses`` (408, 425, 429, 500, 502, 503, 504), false for any other status (a
     400, 401, 403, 404 or 422 is never retried), unless given explicitly.
+
+    :param status_code: the HTTP status the server answered with.
+    :param retry_after: the wait its ``Retry-After`` header asked for, in seconds (``None``:
+        none, or not a delay or a date).
+    :param context: ``transport_id``, ``url``, ``attempt`` and ``retryable``, as for every
+        error.
     """
 
     _retryable: Optional[bool] = None
@@ -182,6 +188,11 @@ class WebSocketClosed(TransportError):
 
     ``code`` and ``reason`` are the server's; ``retryable`` follows the code (1001, 1006, 1011,
     1012, 1013 and 1014 reconnect; other codes fail the transport).
+
+    :param code: the close code (1006: the connection was lost without a close frame).
+    :param reason: the close reason the server gave (``""``: none).
+    :param context: ``transport_id``, ``url``, ``attempt`` and ``retryable``, as for every
+        error.
     """
 
     def __init__(self, message: str, *, code: int, reason: str = "", **context: Any) -> None:
@@ -286,6 +297,8 @@ class UnsentMessagesError(TransportClosedError):
     """The transport ended while messages still waited in the send queue.
 
     ``unsent`` holds them, oldest first, exactly as they were given to ``send()``.
+
+    :param unsent: the messages still queued, oldest first.
     """
 
     def __init__(self, message: str, *, unsent: Sequence[Any], **context: Any) -> None:

@@ -74,6 +74,9 @@ class TransportLog:
 
     With ``debug`` on, every line of this transport is emitted whatever the logger's level
     (handlers and filters still apply); with it off, this is the plain logger.
+
+    :param logger: the logger the lines go to.
+    :param debug: emit every line whatever the logger's level.
     """
 
     __slots__ = ("debug_enabled", "logger")

@@ -182,6 +182,16 @@ class TransportManager:
 
     Every method is safe to call from any thread, including from a transport's callback. HTTP
     wires share one session, cookies included: pass ``session=`` to keep a transport apart.
+
+    :param max_transports: the most transports open at once (then ``TransportLimitError``).
+    :param idle_timeout: seconds without a message received or sent before a transport is
+        closed as idle (``None``: never).
+    :param cleanup_interval: seconds between two idle cleanups.
+    :param health_check_interval: seconds between two health checks (``None``: no periodic
+        check, so no ``unhealthy`` event).
+    :param max_workers: the threads of the pool that runs the timers (idle cleanup, health
+        checks, heartbeats) and closes transports.
+    :param pool_maxsize: the connections per host kept by the shared HTTP session.
     """
 
     def __init__(
@@ -251,6 +261,11 @@ class TransportManager:
         ``TransportLimitError`` when ``max_transports`` are open; ``ValueError`` for an unknown
         wire or a bad option. Type checkers see the class: ``create("sse", url)`` is an
         ``SSETransport``, ``create(MyWire, url)`` a ``MyWire``.
+
+        :param type: the wire: a name (``"sse"``, ``"websocket"``, ...), a
+            :class:`~aikit_transports.TransportType` or a transport class.
+        :param url: the endpoint.
+        :param options: keyword arguments of the transport's class.
         """
         cls = resolve_transport(type)
         with self._lock:
@@ -278,7 +293,12 @@ class TransportManager:
     ) -> BaseTransport: ...
     def get_or_create(self, type: WireSpec, url: str, **options: Any) -> BaseTransport:
         """The open transport created with the same wire, URL and options, else a new one
-        (typed like :meth:`create`)."""
+        (typed like :meth:`create`).
+
+        :param type: the wire, as for :meth:`create`.
+        :param url: the endpoint.
+        :param options: keyword arguments of the transport's class (compared by value).
+        """
         cls = resolve_transport(type)
         key = (cls, url, _freeze(options))
         with self._lock:
@@ -334,7 +354,10 @@ class TransportManager:
         return self._session
 
     def get(self, id: str) -> Optional[BaseTransport]:
-        """The open transport with this id, or ``None``."""
+        """The open transport with this id, or ``None``.
+
+        :param id: the transport's id.
+        """
         entry = self._entries.get(id)
         return entry.transport if entry is not None else None
 
@@ -343,7 +366,13 @@ class TransportManager:
         type: Union[str, TransportType, None] = None,
         state: Union[str, TransportState, None] = None,
     ) -> List[BaseTransport]:
-        """Open transports of this wire and/or state (enum or its string), oldest first."""
+        """Open transports of this wire and/or state (enum or its string), oldest first.
+
+        :param type: the wire, a :class:`~aikit_transports.TransportType` or its string
+            (``None``: any).
+        :param state: the :class:`~aikit_transports.TransportState` or its string (``None``:
+            any).
+        """
         want_type = None if type is None else normalise_wire(type)
         want_state = None if state is None else TransportState(state)
         return [
@@ -363,7 +392,11 @@ class TransportManager:
     # -- closing ----------------------------------------------------------------------------
 
     def close(self, id: str, timeout: float = 5.0) -> bool:
-        """Close the transport ``id`` (reason ``"manager"``); ``False`` if the manager has none."""
+        """Close the transport ``id`` (reason ``"manager"``); ``False`` if the manager has none.
+
+        :param id: the transport's id.
+        :param timeout: seconds to wait for it to close, as for its own ``close()``.
+        """
         transport = self.get(id)
         if transport is None:
             return False
@@ -371,7 +404,10 @@ class TransportManager:
         return True
 
     def close_all(self, timeout: float = 5.0) -> None:
-        """Close every transport (reason ``"manager"``), several at a time on the pool."""
+        """Close every transport (reason ``"manager"``), several at a time on the pool.
+
+        :param timeout: seconds to wait for each transport to close, as for its ``close()``.
+        """
         self._close_many(self._transports(), "manager", timeout)
 
     def _close_many(self, transports: List[BaseTransport], reason: str, timeout: float) -> None:
@@ -398,6 +434,8 @@ class TransportManager:
         """Close every transport, stop the timers, join the pool and release the shared session.
 
         Idempotent; the manager refuses new transports afterwards.
+
+        :param timeout: seconds to wait for each transport to close, and for the timers to stop.
         """
         with self._lock:
             self._closed = True
@@ -489,6 +527,10 @@ class TransportManager:
 
         Returns a zero-argument callable that unregisters it; without ``callback``, a decorator.
         A name that is not an event is a ``ValueError`` listing them.
+
+        :param name: a transport event (``event``, ``error``, ``closed``, ...) or ``unhealthy``.
+        :param callback: called with the transport, then the event's arguments (``None``: return
+            a decorator).
         """
         check_event_name(name, MANAGER_EVENTS)
         if callback is None:
@@ -504,7 +546,11 @@ class TransportManager:
         return lambda: self.off(name, callback)
 
     def off(self, name: ManagerEventName, callback: Optional[ManagerListener] = None) -> None:
-        """Unregister ``callback`` (or every listener of ``name``)."""
+        """Unregister ``callback`` (or every listener of ``name``).
+
+        :param name: the event.
+        :param callback: the listener to remove (``None``: every listener of ``name``).
+        """
         check_event_name(name, MANAGER_EVENTS)
         with self._lock:
             current = list(self._listeners.get(name, ()))

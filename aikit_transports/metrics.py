@@ -32,8 +32,26 @@ class TransportMetrics:
     the last 100 deliveries; ``ping_rtt_ms`` is WebSocket only. (``Event.received_at`` is
     ``time.monotonic()`` instead: a clock for measuring delays, not a date.)
 
+    :param messages_received: the messages read off the wire (counted before buffering).
+    :param messages_sent: the messages sent upstream.
+    :param bytes_received: the bytes read off the wire.
+    :param bytes_sent: the bytes sent upstream.
+    :param messages_dropped: the events a full buffer dropped (``drop-oldest``, ``drop-newest``).
+    :param reconnect_attempts: the reconnection attempts made.
+    :param reconnects: the reconnections that succeeded.
+    :param errors: the errors reported (``error`` events).
     :param replayed_skipped: events a resumed server sent again (ids already delivered), which
         were skipped; they are not in ``messages_received``.
+    :param connected_at: when the last connection opened, in ``time.time()`` seconds (``None``:
+        never).
+    :param last_message_at: when the last message arrived, in ``time.time()`` seconds
+        (``None``: none yet).
+    :param uptime: the seconds the current connection has been open (0 while not connected).
+    :param buffer_size: the events waiting in the buffers now.
+    :param latency: ``avg``, ``p50``, ``p95`` and ``p99`` in ms over the last 100 deliveries
+        (empty: none yet).
+    :param ping_rtt_ms: the last WebSocket ping's round trip in ms (``None``: none yet, or not
+        a WebSocket).
     """
 
     messages_received: int = 0
@@ -58,7 +76,10 @@ class TransportMetrics:
 
     @classmethod
     def total(cls, snapshots: Iterable[TransportMetrics]) -> TransportMetrics:
-        """Counters summed over ``snapshots`` (times and latency are left out)."""
+        """Counters summed over ``snapshots`` (times and latency are left out).
+
+        :param snapshots: the snapshots to add up.
+        """
         items = list(snapshots)
         summed = {
             name: sum(getattr(m, name) for m in items)

@@ -57,7 +57,10 @@ def is_secret_query_name(name: str) -> bool:
 
 
 def redact_url(url: Optional[str]) -> Optional[str]:
-    """The URL with its password, and query values whose names look secret, replaced by ``***``."""
+    """The URL with its password, and query values whose names look secret, replaced by ``***``.
+
+    :param url: the URL to show (``None`` or empty: returned as it is).
+    """
     if not url:
         return url
     try:
@@ -102,7 +105,10 @@ def redact_text(text: str) -> str:
 
 
 def redact_headers(headers: Optional[Mapping[str, str]]) -> dict[str, str]:
-    """A copy of ``headers`` with the values of credential-like headers replaced by ``***``."""
+    """A copy of ``headers`` with the values of credential-like headers replaced by ``***``.
+
+    :param headers: header names to values (``None``: an empty dict is returned).
+    """
     if not headers:
         return {}
     return {k: (SECRET_MARK if is_secret_header(k) else v) for k, v in headers.items()}

@@ -104,105 +104,6 @@ def _public_bases(app: Any, name: str, obj: Any, options: Any, bases: list[type]
 _PARAM_FIELD = re.compile(r"^\s*:(?:param|ivar)\s+(?:[^:]*\s)?\*{0,2}(\w+)\s*:", re.MULTILINE)
 _SKIPPED_PARAMS = {"self", "cls", "args", "kwargs"}
 
-#: Callables whose parameters are not all described yet, with those parameters (names relative
-#: to ``aikit_transports``; an indented line goes on with the entry above; ``#`` starts a comment).
-#: The build fails on any other parameter without a description, and on a name listed here that is
-#: described by now: the list only shrinks. These modules were being rewritten by their owners
-#: when the check came in.
-_TO_DESCRIBE = """
-# config.py
-ReconnectPolicy: initial_delay jitter max_attempts max_delay multiplier retry_if retry_statuses
-ReconnectPolicy.allows: attempt
-ReconnectPolicy.delay: attempt rand retry_after server_retry_ms
-ReconnectPolicy.should_retry: error
-# connect.py
-FallbackError: context errors
-connect: manager options transports url
-# contrib/redis/envelope.py
-contrib.redis.envelope.decode_envelope: fields
-contrib.redis.envelope.encode_end_marker: received_at upstream_id
-contrib.redis.envelope.encode_envelope: data received_at retry type upstream_id
-# contrib/redis/relay.py
-contrib.redis.RedisRelay: batch_size buffer_size dedupe_window id lease_ttl maxlen reconnect
-    redis_url stream timeout transport
-contrib.redis.RedisRelay.close: timeout
-contrib.redis.RedisRelay.off: callback name
-contrib.redis.RedisRelay.on: callback name
-contrib.redis.RedisRelay.wait: timeout
-contrib.redis.RelayMetrics: errors events_in events_out events_skipped last_append_at
-    last_entry_id last_error last_upstream_id lease_acquisitions lease_held redis_reconnects
-    upstream_reconnects
-# contrib/redis/transport.py
-contrib.redis.RedisStreamTransport: block_ms claim_idle consumer count group last_event_id
-    options stream url
-# emitter.py
-EventEmitter: on_listener_error
-EventEmitter.emit: name
-EventEmitter.has_listeners: name
-EventEmitter.listener_count: name
-EventEmitter.listener_failed: exc name
-EventEmitter.off: callback name
-EventEmitter.on: callback name
-EventEmitter.once: callback name
-# errors.py
-HTTPStatusError: context retry_after status_code
-UnsentMessagesError: unsent
-WebSocketClosed: code context reason
-# logs.py
-logs.TransportLog: debug logger
-# manager.py
-TransportManager: cleanup_interval health_check_interval idle_timeout max_transports max_workers
-    pool_maxsize
-TransportManager.close: id timeout
-TransportManager.close_all: timeout
-TransportManager.create: options type url
-TransportManager.find: state type
-TransportManager.get: id
-TransportManager.get_or_create: options type url
-TransportManager.off: callback name
-TransportManager.on: callback name
-TransportManager.shutdown: timeout
-# metrics.py
-TransportMetrics: buffer_size bytes_received bytes_sent connected_at errors last_message_at
-    latency messages_dropped messages_received messages_sent ping_rtt_ms reconnect_attempts
-    reconnects uptime
-TransportMetrics.total: snapshots
-# redact.py
-redact.redact_headers: headers
-redact.redact_url: url
-# transports/base.py
-transports.BaseTransport: buffer cert debug headers id idle_timeout last_event_id proxies
-    reconnect scheduler timeout url verify
-transports.BaseTransport.close: timeout
-transports.BaseTransport.connect: timeout
-transports.BaseTransport.iter_events: timeout
-transports.BaseTransport.off: callback name
-transports.BaseTransport.on: callback name
-transports.BaseTransport.once: callback name
-transports.BaseTransport.send: data timeout
-transports.base.EventIterator: timeout transport
-# transports/websocket.py
-WebSocketTransport.send: data timeout
-"""
-
-
-def _parse_to_describe(table: str) -> dict[str, set[str]]:
-    """``{"aikit_transports.X.y": {"param", ...}}`` from :data:`_TO_DESCRIBE`."""
-    entries: dict[str, set[str]] = {}
-    name = ""
-    for line in table.splitlines():
-        text = line.split("#", 1)[0]
-        if not text.strip():
-            continue
-        if not text[0].isspace():
-            head, _, text = text.partition(":")
-            name = f"aikit_transports.{head.strip()}"
-        entries.setdefault(name, set()).update(text.split())
-    return entries
-
-
-PARAMS_TO_DESCRIBE = _parse_to_describe(_TO_DESCRIBE)
-
 
 def _described(obj: Any, lines: list[str]) -> set[str]:
     """The parameter names described: ``:param x:`` / ``:ivar x:`` fields, here or (for a class)
@@ -244,23 +145,12 @@ def _check_parameters(
         for param in parameters
         if param not in _SKIPPED_PARAMS and not param.startswith("_") and param not in described
     }
-    expected = PARAMS_TO_DESCRIBE.get(name, set())
-    for param in sorted(missing - expected):
+    for param in sorted(missing):
         logger.warning(
             "parameter %r of %s has no description (:param %s: ...)",
             param,
             name,
             param,
-            location=(app.env.docname, None),
-            type="aikit",
-            subtype="param",
-        )
-    for param in sorted(expected - missing):
-        logger.warning(
-            "parameter %r of %s is described now (or gone): "
-            "take it out of _TO_DESCRIBE in docs/conf.py",
-            param,
-            name,
             location=(app.env.docname, None),
             type="aikit",
             subtype="param",

@@ -113,8 +113,27 @@ class BaseTransport:
     """What every wire shares: the state machine, reconnection, buffering and dispatch (each
     wire implements the hooks ``_open``, ``_read``, ``_release`` and ``_interrupt``).
 
+    :param url: the endpoint, in a scheme this wire takes; credentials in it are never shown.
+    :param headers: request headers sent with every connection attempt.
+    :param timeout: seconds allowed to connect and get the server's answer (the response
+        headers, the WebSocket handshake).
+    :param idle_timeout: seconds without any traffic before the stream counts as stalled
+        (``HeartbeatTimeout``, then a reconnect; ``None``: never).
+    :param reconnect: the :class:`~aikit_transports.ReconnectPolicy` (``None`` or ``True``: the
+        default one; ``False``: never reconnect).
+    :param buffer: the receive buffer's size and strategy (``None``: the
+        :class:`~aikit_transports.BufferConfig` defaults).
+    :param last_event_id: the event id to resume after on the first connection (``None``: none).
+    :param verify: verify the server's TLS certificate: ``True``, ``False`` or a CA bundle path.
+    :param cert: the TLS client certificate: a file holding certificate and key, or a
+        ``(cert, key)`` pair of files (``None``: none).
+    :param proxies: proxy URLs by scheme, as ``requests`` takes them (``None``: none given).
     :param redirect_headers: header names that may follow a redirect to another origin (only
         the safe ones do otherwise; never ``Authorization``).
+    :param debug: log every line of this transport whatever the logger's level.
+    :param id: this transport's id, in its logs, errors and events (``None``: a random one).
+    :param scheduler: runs this transport's timers, heartbeats and deadlines (``None``: a
+        shared one; a manager passes its own).
     """
 
     type: ClassVar[TransportType]
@@ -241,6 +260,8 @@ class BaseTransport:
         run out). ``timeout`` only bounds the wait: on ``ConnectError("not connected within
         ...")``, whose ``__cause__`` is the last attempt's error, the transport keeps trying in
         the background until closed.
+
+        :param timeout: the most seconds to wait (``None``: as long as it takes).
         """
         if threading.current_thread() is self._reader:
             raise RuntimeError("connect() cannot be called from the transport's own callbacks")
@@ -332,6 +353,9 @@ class BaseTransport:
 
         The iterator is registered at once, so it misses nothing from this call on.
         ``timeout`` bounds the wait for each event (then ``TimeoutError``).
+
+        :param timeout: the most seconds to wait for each event, connecting included (``None``:
+            no limit).
         """
         if timeout is not None:
             check_seconds("timeout", timeout)
@@ -374,6 +398,9 @@ class BaseTransport:
 
         Without ``callback``, a decorator (``@t.on("event")`` above a function registers it and
         leaves it as it is). A name that is not an event is a ``ValueError`` listing them.
+
+        :param name: the event: ``event``, ``connected``, ``error``, ``closed``, ...
+        :param callback: called with the event's arguments (``None``: return a decorator).
         """
         check_event_name(name, TRANSPORT_EVENTS)
         if callback is None:
@@ -412,7 +439,11 @@ class BaseTransport:
         self, name: Literal["backpressure", "drain"], callback: Callable[[BackpressureInfo], Any]
     ) -> Callable[[], None]: ...
     def once(self, name: EventName, callback: Optional[Listener] = None) -> Any:
-        """Register ``callback`` for the next ``name`` event only (without it, a decorator)."""
+        """Register ``callback`` for the next ``name`` event only (without it, a decorator).
+
+        :param name: the event: ``event``, ``connected``, ``error``, ``closed``, ...
+        :param callback: called with the event's arguments, once (``None``: return a decorator).
+        """
         check_event_name(name, TRANSPORT_EVENTS)
         if callback is None:
             return registrar(lambda cb: self.once(name, cb))
@@ -428,14 +459,22 @@ class BaseTransport:
         return off
 
     def off(self, name: EventName, callback: Optional[Listener] = None) -> None:
-        """Unregister ``callback`` (or every listener of ``name``)."""
+        """Unregister ``callback`` (or every listener of ``name``).
+
+        :param name: the event.
+        :param callback: the listener to remove (``None``: every listener of ``name``).
+        """
         check_event_name(name, TRANSPORT_EVENTS)
         self._emitter.off(name, callback)
         if name == "event":
             self._listeners_changed()
 
     def send(self, data: Any, timeout: Optional[float] = None) -> None:
-        """Send a message upstream (see each wire); this wire cannot."""
+        """Send a message upstream (see each wire); this wire cannot.
+
+        :param data: the message.
+        :param timeout: the most seconds the wire may wait to send it (see each wire).
+        """
         raise NotSupportedError(
             f"{type(self).__name__} cannot send", transport_id=self.id, url=self.safe_url
         )
@@ -471,7 +510,11 @@ class BaseTransport:
         return self._paused
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop, release the connection and join every thread; idempotent, from any thread."""
+        """Stop, release the connection and join every thread; idempotent, from any thread.
+
+        :param timeout: seconds to wait for the WebSocket send queue to flush and the reader
+            thread to stop.
+        """
         self._close("user", timeout)
 
     @property
@@ -1037,7 +1080,11 @@ class BaseTransport:
 
 
 class EventIterator(Iterator[Event]):
-    """What ``iter_events()`` returns: registered from creation, with a buffer of its own."""
+    """What ``iter_events()`` returns: registered from creation, with a buffer of its own.
+
+    :param transport: the transport whose events it yields (connected here if it is not yet).
+    :param timeout: the most seconds to wait for each event (``None``: no limit).
+    """
 
     def __init__(self, transport: BaseTransport, timeout: Optional[float]) -> None:
         self._transport = transport

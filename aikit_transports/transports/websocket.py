@@ -281,6 +281,9 @@ class WebSocketTransport(BaseTransport):
         permessage-deflate), or queued while there is no connection (``BufferFullError`` when
         the queue is full). ``timeout`` bounds the wait for other sends to finish their frames
         (then ``TimeoutError``, and nothing is sent).
+
+        :param data: the message: ``str``, bytes-like, or a ``dict`` or ``list`` sent as JSON.
+        :param timeout: the most seconds to wait for other sends (``None``: no limit).
         """
         if timeout is not None:
             check_seconds("timeout", timeout)

@@ -103,7 +103,16 @@ def encode_envelope(
     received_at: Optional[float] = None,
 ) -> List[bytes]:
     """The entry fields for one event, flat (``[name, value, name, value, ...]``) as ``XADD``
-    takes them. ``TypeError`` when ``data`` is neither ``str``, bytes nor JSON-serialisable."""
+    takes them. ``TypeError`` when ``data`` is neither ``str``, bytes nor JSON-serialisable.
+
+    :param data: the event's data: ``str``, bytes, or a value that JSON can encode.
+    :param type: the event type (``message``, the default, is not stored).
+    :param upstream_id: the upstream's event id (``None``: it gave none).
+    :param retry: the upstream's reconnection time (SSE ``retry:``) in milliseconds (``None``:
+        not set).
+    :param received_at: when the relay received the event, Unix time in seconds (``None``: not
+        stored).
+    """
     encoding, payload = encode_data(data)
     fields = [F_VERSION, VERSION]
     if type != _MESSAGE:
@@ -128,6 +137,8 @@ def encode_end_marker(
     """The fields of the end marker: readers turn it into ``done``, or, with ``error``, fail
     with that error.
 
+    :param upstream_id: the upstream's last event id (``None``: it gave none).
+    :param received_at: when the relay saw the end, Unix time in seconds (``None``: not stored).
     :param error: the kind (class name) and the message of the error that ended the stream.
     """
     fields = [F_VERSION, VERSION, F_END, END_DONE if error is None else END_ERROR]
@@ -155,7 +166,10 @@ def _raw(value: Union[bytes, str]) -> bytes:
 
 def decode_envelope(fields: Mapping[Any, Any]) -> Envelope:
     """The :class:`Envelope` stored in an entry's fields (names and values as ``bytes`` or
-    ``str``); ``ValueError`` saying why when the entry is not one of ours."""
+    ``str``); ``ValueError`` saying why when the entry is not one of ours.
+
+    :param fields: the entry's fields, by name.
+    """
     if fields and not isinstance(next(iter(fields)), bytes):
         fields = {_raw(k): v for k, v in fields.items()}
     get = fields.get

@@ -64,6 +64,20 @@ class RelayMetrics:
     form); ``lease_held`` says whether this relay holds the lease now and ``lease_acquisitions``
     how often it took it; ``upstream_reconnects`` and ``redis_reconnects`` count reconnection
     attempts; ``last_error`` describes the latest error, if any.
+
+    :param events_in: the events received from the upstream.
+    :param events_out: the events appended to the stream.
+    :param events_skipped: the events dropped as replays, or as data without an envelope form.
+    :param lease_held: whether this relay holds the lease now.
+    :param lease_acquisitions: how many times this relay took the lease.
+    :param upstream_reconnects: the upstream's reconnection attempts.
+    :param redis_reconnects: the reconnection attempts to Redis.
+    :param errors: the errors reported (``error`` events).
+    :param last_error: the message of the latest error (``None``: none yet).
+    :param last_append_at: when the latest append was made, in ``time.monotonic()`` seconds
+        (``None``: none yet).
+    :param last_entry_id: the stream id of the latest entry appended (``None``: none yet).
+    :param last_upstream_id: the upstream id of the latest event appended (``None``: none yet).
     """
 
     events_in: int = 0
@@ -118,6 +132,23 @@ class RedisRelay:
     ``metrics`` (:class:`RelayMetrics`) and ``health()`` work like a transport's; ``on(name,
     callback)`` takes ``lease`` ``(held: bool)``, ``error`` ``(error)``, ``done`` ``()`` and
     ``closed`` ``(reason)`` (``"done"``, ``"user"``, ``"failed"``).
+
+    :param transport: the upstream: a transport not connected yet, or a factory
+        ``f(last_upstream_id) -> transport``.
+    :param redis_url: the Redis server: a ``redis://``, ``rediss://`` or ``unix://`` URL.
+    :param stream: the name of the Redis Stream written (``stream`` in the URL must agree).
+    :param maxlen: about the most entries the stream keeps (``None``: every entry).
+    :param lease_ttl: seconds the lease lasts unless renewed: a standby takes over about that
+        long after the holder dies.
+    :param reconnect: how to reconnect to Redis (``None``: forever, after 0.2 s up to 5 s).
+    :param timeout: seconds allowed to connect to Redis, for each command, and for the upstream
+        to close.
+    :param batch_size: the most events appended in one round trip.
+    :param buffer_size: the most events held between the upstream and Redis (then the upstream
+        waits).
+    :param dedupe_window: how many of the newest entries are checked for replayed upstream ids
+        on taking over (``0``: none).
+    :param id: this relay's id, in its lease token and logs (``None``: a random one).
     """
 
     def __init__(
@@ -236,14 +267,22 @@ class RedisRelay:
     ) -> Union[Callable[[], None], Callable[[_F], _F]]:
         """Register ``callback`` for ``lease``, ``error``, ``done`` or ``closed`` (an unknown
         name raises ``ValueError``); returns a function that unregisters it, or without a
-        callback, a decorator."""
+        callback, a decorator.
+
+        :param name: the event: ``lease``, ``error``, ``done`` or ``closed``.
+        :param callback: called with the event's arguments (``None``: return a decorator).
+        """
         check_event_name(name, RELAY_EVENTS)
         if callback is None:
             return registrar(lambda cb: self._emitter.on(name, cb))
         return self._emitter.on(name, callback)
 
     def off(self, name: str, callback: Optional[Listener] = None) -> None:
-        """Unregister ``callback`` (or every listener of ``name``)."""
+        """Unregister ``callback`` (or every listener of ``name``).
+
+        :param name: the event: ``lease``, ``error``, ``done`` or ``closed``.
+        :param callback: the listener to remove (``None``: every listener of ``name``).
+        """
         check_event_name(name, RELAY_EVENTS)
         self._emitter.off(name, callback)
 
@@ -303,7 +342,10 @@ class RedisRelay:
             self.run()
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait until a relay started with ``start()`` ended; ``False`` on timeout."""
+        """Wait until a relay started with ``start()`` ended; ``False`` on timeout.
+
+        :param timeout: the longest wait in seconds (``None``: no limit).
+        """
         thread = self._thread
         if thread is None:
             return True
@@ -311,7 +353,11 @@ class RedisRelay:
         return not thread.is_alive()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop relaying, close the upstream, release the lease; idempotent, any thread."""
+        """Stop relaying, close the upstream, release the lease; idempotent, any thread.
+
+        :param timeout: seconds to wait for the upstream to close, and about that long for the
+            relay to stop.
+        """
         self._stop.set()
         buf = self._queue
         if buf is not None:

@@ -95,6 +95,19 @@ class RedisStreamTransport(BaseTransport):
     returns. A read answered by nothing within ``block_ms`` + ``timeout`` (a half-open
     connection) is a stall: ``HeartbeatTimeout``, then a reconnect. ``close()`` wakes a
     blocked read at once.
+
+    :param url: the Redis server: a ``redis://``, ``rediss://`` or ``unix://`` URL, whose query
+        may name ``stream``, ``group`` and ``consumer``.
+    :param stream: the name of the Redis Stream read (``None``: ``stream`` in the URL).
+    :param last_event_id: where to start: ``"$"``, ``"0"`` or an entry id (``None``: ``"$"``,
+        or ``"0"`` for a group created here).
+    :param group: the consumer group whose consumers share the entries (``None``: no group).
+    :param consumer: this reader's name in the group (``None``: one unique to this transport).
+    :param block_ms: how long one read waits in Redis, in milliseconds.
+    :param claim_idle: seconds an entry stays pending on a consumer before another claims it.
+    :param count: the most entries one read returns.
+    :param options: the keyword arguments of
+        :class:`~aikit_transports.transports.BaseTransport` (``timeout``, ``reconnect``, ...).
     """
 
     type = TransportType.REDIS_STREAM
