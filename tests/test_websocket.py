@@ -776,3 +776,18 @@ def test_a_slow_link_delays_but_delivers(proxy: FaultProxy) -> None:
         assert next(events).data == "slowly"
     proxy.slow(0)
     assert proxy.accepted == 1 and "FaultProxy" in repr(proxy)
+
+
+def test_an_idle_reader_with_heartbeats_waits_without_a_timeout(
+    server: WebSocketServer, wait_until: Any
+) -> None:
+    # no periodic wake-ups of its own (122/s for 1,000 idle streams before): a missed pong
+    # shuts the socket down, which wakes the read; without heartbeats, idle_timeout needs them
+    def read_timeout(t: WebSocketTransport) -> Any:
+        sock = t._sock
+        return "unset" if sock is None or t._recv_since is None else sock.gettimeout()
+
+    with WebSocketTransport(server.url("/silent"), heartbeat_interval=30.0) as t:
+        assert wait_until(lambda: read_timeout(t) != "unset") and read_timeout(t) is None
+    with WebSocketTransport(server.url("/silent"), heartbeat_interval=None, idle_timeout=5) as t:
+        assert wait_until(lambda: read_timeout(t) != "unset") and read_timeout(t) == 5

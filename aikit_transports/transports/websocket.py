@@ -22,6 +22,7 @@ Locks and queues, each named for its job:
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import socket
 import ssl
@@ -242,10 +243,12 @@ class WebSocketTransport(BaseTransport):
             url=url,
             timeout=self.timeout,
         )
-        # Without heartbeats, reads wake up often enough to notice idle_timeout of silence.
+        # Reads wait without a timeout while heartbeats run (a missed pong shuts the socket
+        # down, which wakes them): an idle stream makes no wake-ups of its own. Without
+        # heartbeats, they wake up often enough to notice idle_timeout of silence.
         idle = self.idle_timeout
-        self._io_timeout = (
-            self.timeout if heartbeat_interval or not idle else min(self.timeout, idle)
+        self._io_timeout: Optional[float] = (
+            None if heartbeat_interval else min(self.timeout, idle) if idle else self.timeout
         )
 
         self._parser = FrameParser(max_message_bytes, self.id)
@@ -404,7 +407,7 @@ class WebSocketTransport(BaseTransport):
         try:
             if self._stop.is_set():
                 raise ConnectError("closed", retryable=False)
-            sock.settimeout(self._io_timeout)
+            sock.settimeout(self.timeout)  # queued sends: before the heartbeats run
             self._flush_pending(sock, Deflater(deflate) if deflate else None)
         except OSError as exc:
             self._release()
@@ -450,6 +453,8 @@ class WebSocketTransport(BaseTransport):
         if sock is None:
             return EOF_
         self._start_heartbeat(sock)
+        with contextlib.suppress(OSError):
+            sock.settimeout(self._io_timeout)
         parser = self._parser
         publish = self._publish
         m = self._m
