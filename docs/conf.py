@@ -80,6 +80,7 @@ html_css_files = ["custom.css"]
 _SHOWN_BASE = {
     "aikit_transports.transports.http_base.HTTPTransportBase": "BaseTransport",
     "aikit_transports.events._EventFields": None,  # Event's fields: nothing to show
+    "aikit_transports.transports.callbacks.Callbacks": None,  # on/once/off: shown as members
 }
 
 

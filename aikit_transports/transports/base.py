@@ -18,7 +18,6 @@ buffer that the first consumer adopts. Listeners run on the reader thread, seria
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import operator
 import queue
@@ -31,16 +30,14 @@ from typing import (
     Any,
     Callable,
     ClassVar,
-    Literal,
     Optional,
     TypeVar,
     Union,
-    overload,
 )
 
 from ..buffer import BackpressureInfo, MessageBuffer
 from ..config import BufferConfig, ReconnectPolicy
-from ..emitter import EventEmitter, F, Listener, check_event_name, registrar
+from ..emitter import EventEmitter
 from ..errors import (
     ConnectError,
     HTTPStatusError,
@@ -50,10 +47,8 @@ from ..errors import (
     TransportError,
 )
 from ..events import (
-    TRANSPORT_EVENTS,
     BufferStrategy,
     Event,
-    EventName,
     TransportState,
     TransportType,
 )
@@ -62,8 +57,10 @@ from ..metrics import MetricsRecorder, TransportHealth, TransportMetrics
 from ..redact import redact_url
 from ..timers import Scheduler, default_scheduler
 from ..validate import check_seconds
+from .callbacks import Callbacks
+from .iterator import EventIterator, _NotConnectedInTime
 
-__all__ = ["BaseTransport", "EventIterator"]
+__all__ = ["BaseTransport"]
 
 log = logging.getLogger("aikit_transports")
 
@@ -86,12 +83,6 @@ class CarriedId(str):
     __slots__ = ()
 
 
-class _NotConnectedInTime(ConnectError):
-    """``connect(timeout)`` ran out; ``iter_events(timeout)`` turns it into ``TimeoutError``."""
-
-    retryable = True
-
-
 #: ``self`` of the calls that return it (``connect()``, ``with``): the subclass for type checkers.
 T = TypeVar("T", bound="BaseTransport")
 #: How ``TransportClosedError`` tells each ``closed`` reason.
@@ -109,7 +100,7 @@ def url_scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
-class BaseTransport:
+class BaseTransport(Callbacks):
     """What every wire shares: the state machine, reconnection, buffering and dispatch (each
     wire implements the hooks ``_open``, ``_read``, ``_release`` and ``_interrupt``).
 
@@ -363,111 +354,6 @@ class BaseTransport:
 
     def __iter__(self) -> Iterator[Event]:
         return self.iter_events()
-
-    # The overloads give each event name its callback's signature, so that editors and type
-    # checkers know that ``t.on("event", lambda e: e.data)`` gets an ``Event``, and reject a
-    # name that is not an event.
-    @overload
-    def on(self, name: EventName) -> Callable[[F], F]: ...
-    @overload
-    def on(
-        self, name: Literal["event"], callback: Callable[[Event], Any]
-    ) -> Callable[[], None]: ...
-    @overload
-    def on(
-        self, name: Literal["connecting", "connected", "done"], callback: Callable[[], Any]
-    ) -> Callable[[], None]: ...
-    @overload
-    def on(
-        self,
-        name: Literal["reconnecting"],
-        callback: Callable[[int, float, TransportError], Any],
-    ) -> Callable[[], None]: ...
-    @overload
-    def on(
-        self, name: Literal["error"], callback: Callable[[TransportError], Any]
-    ) -> Callable[[], None]: ...
-    @overload
-    def on(self, name: Literal["closed"], callback: Callable[[str], Any]) -> Callable[[], None]: ...
-    @overload
-    def on(
-        self, name: Literal["backpressure", "drain"], callback: Callable[[BackpressureInfo], Any]
-    ) -> Callable[[], None]: ...
-    def on(self, name: EventName, callback: Optional[Listener] = None) -> Any:
-        """Register ``callback`` for the event ``name``; returns a function that unregisters it.
-
-        Without ``callback``, a decorator (``@t.on("event")`` above a function registers it and
-        leaves it as it is). A name that is not an event is a ``ValueError`` listing them.
-
-        :param name: the event: ``event``, ``connected``, ``error``, ``closed``, ...
-        :param callback: called with the event's arguments (``None``: return a decorator).
-        """
-        check_event_name(name, TRANSPORT_EVENTS)
-        if callback is None:
-            return registrar(lambda cb: self.on(name, cb))
-        self._emitter.on(name, callback)
-        if name == "event":
-            self._listeners_changed()
-        return lambda: self.off(name, callback)
-
-    @overload
-    def once(self, name: EventName) -> Callable[[F], F]: ...
-    @overload
-    def once(
-        self, name: Literal["event"], callback: Callable[[Event], Any]
-    ) -> Callable[[], None]: ...
-    @overload
-    def once(
-        self, name: Literal["connecting", "connected", "done"], callback: Callable[[], Any]
-    ) -> Callable[[], None]: ...
-    @overload
-    def once(
-        self,
-        name: Literal["reconnecting"],
-        callback: Callable[[int, float, TransportError], Any],
-    ) -> Callable[[], None]: ...
-    @overload
-    def once(
-        self, name: Literal["error"], callback: Callable[[TransportError], Any]
-    ) -> Callable[[], None]: ...
-    @overload
-    def once(
-        self, name: Literal["closed"], callback: Callable[[str], Any]
-    ) -> Callable[[], None]: ...
-    @overload
-    def once(
-        self, name: Literal["backpressure", "drain"], callback: Callable[[BackpressureInfo], Any]
-    ) -> Callable[[], None]: ...
-    def once(self, name: EventName, callback: Optional[Listener] = None) -> Any:
-        """Register ``callback`` for the next ``name`` event only (without it, a decorator).
-
-        :param name: the event: ``event``, ``connected``, ``error``, ``closed``, ...
-        :param callback: called with the event's arguments, once (``None``: return a decorator).
-        """
-        check_event_name(name, TRANSPORT_EVENTS)
-        if callback is None:
-            return registrar(lambda cb: self.once(name, cb))
-        unsubscribe = self._emitter.once(name, callback)
-        if name == "event":
-            self._listeners_changed()
-
-        def off() -> None:
-            unsubscribe()
-            if name == "event":
-                self._listeners_changed()
-
-        return off
-
-    def off(self, name: EventName, callback: Optional[Listener] = None) -> None:
-        """Unregister ``callback`` (or every listener of ``name``).
-
-        :param name: the event.
-        :param callback: the listener to remove (``None``: every listener of ``name``).
-        """
-        check_event_name(name, TRANSPORT_EVENTS)
-        self._emitter.off(name, callback)
-        if name == "event":
-            self._listeners_changed()
 
     def send(self, data: Any, timeout: Optional[float] = None) -> None:
         """Send a message upstream (see each wire); this wire cannot.
@@ -1077,109 +963,3 @@ class BaseTransport:
     def _traffic(self) -> None:
         """Note that bytes arrived (data, comment or pong): the stream is alive."""
         self._m.last_traffic_at = time.monotonic()
-
-
-class EventIterator(Iterator[Event]):
-    """What ``iter_events()`` returns: registered from creation, with a buffer of its own.
-
-    :param transport: the transport whose events it yields (connected here if it is not yet).
-    :param timeout: the most seconds to wait for each event (``None``: no limit).
-    """
-
-    def __init__(self, transport: BaseTransport, timeout: Optional[float]) -> None:
-        self._transport = transport
-        self._timeout = timeout
-        self._batch: list[Event] = []
-        self._pos = 0
-        self._buf: Optional[MessageBuffer[Event]] = transport._add_consumer()
-        if transport._reader is None and transport._closed_reason is None:
-            try:
-                transport.connect(timeout)
-            except _NotConnectedInTime as exc:
-                self.close()
-                raise TimeoutError(f"no event within {timeout} s: {exc.message}") from (
-                    exc.__cause__
-                )
-            except TransportError:
-                if transport._failure is None:
-                    self.close()
-                    raise
-                # A failure is raised by __next__ once the buffered events are yielded.
-            except BaseException:
-                self.close()
-                raise
-
-    def __iter__(self) -> EventIterator:
-        return self
-
-    def __next__(self) -> Event:
-        pos = self._pos
-        batch = self._batch
-        if pos < len(batch) and not self._transport._paused:
-            self._pos = pos + 1
-            return batch[pos]
-        return self._next_batch()
-
-    def _next_batch(self) -> Event:
-        transport = self._transport
-        taken = self._batch
-        if taken and self._pos >= len(taken):  # asked for more: the batch taken is delivered
-            self._batch = []
-            self._pos = 0
-            delivered = transport._delivered
-            if delivered is not None:
-                delivered(taken)
-        buf = self._buf
-        if buf is None:
-            raise StopIteration
-        if transport._paused:
-            self._wait_resumed()
-            if self._pos < len(self._batch):
-                return self.__next__()
-        try:
-            batch = buf.get_batch(self._timeout)
-        except queue.Empty:
-            raise TimeoutError(f"no event within {self._timeout} s") from None
-        except TransportClosedError:
-            self.close()
-            failure = transport._failure
-            if failure is not None:
-                raise failure from failure.__cause__
-            raise StopIteration from None
-        transport._m.latency.append(time.monotonic() - batch[0].received_at)
-        self._batch = batch
-        self._pos = 1
-        return batch[0]
-
-    def _wait_resumed(self) -> None:
-        transport = self._transport
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        with transport._pause_cond:
-            while transport._paused and not transport._stop.is_set():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"paused: no event within {self._timeout} s")
-                transport._pause_cond.wait(remaining)
-
-    def close(self) -> None:
-        """Stop iterating; events not yet yielded stay for the next consumer."""
-        buf, self._buf = self._buf, None
-        if buf is not None:
-            rest = self._batch[self._pos :]
-            delivered = self._transport._delivered
-            if delivered is not None and self._pos > 1:  # those the consumer asked past
-                delivered(self._batch[: self._pos - 1])
-            self._batch = []
-            if rest:
-                buf.requeue(rest)
-            self._transport._remove_consumer(buf)
-
-    def __enter__(self) -> EventIterator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # at interpreter shutdown
-            self.close()
