@@ -129,6 +129,9 @@ class BaseTransport(Callbacks):
 
     type: ClassVar[TransportType]
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: Whether sending the request again is harmless: WebSocket and Redis readers resume by their
+    #: own means; the HTTP wires decide by the method unless told (``idempotent=``).
+    idempotent: bool = True
     logger_name: ClassVar[str] = "aikit_transports"
 
     def __init__(

@@ -96,9 +96,10 @@ def request_failure(
     elif isinstance(exc, requests.exceptions.SSLError) or any(
         isinstance(e, ssl.SSLError) for e in chain
     ):
+        tls = next((e for e in chain if isinstance(e, ssl.SSLError)), exc)
         message = (
             f"TLS failed with {where} (certificate not trusted or wrong host; nothing is sent "
-            f"without verification): {describe_exception(_innermost(chain))}"
+            f"without verification): {describe_exception(tls)}"
         )
         sent, retryable = False, False
     elif isinstance(exc, requests.exceptions.ProxyError):

@@ -22,19 +22,11 @@ __all__ = ["UpstreamFactory", "Upstreams", "may_send_again"]
 #: Builds the upstream transport, given the upstream id to resume after (``None``: start).
 UpstreamFactory = Callable[[Optional[str]], BaseTransport]
 
-#: Methods whose requests are not idempotent (RFC 9110): never sent again unless resumable.
-_NOT_IDEMPOTENT = ("POST", "PATCH")
-
-
 def may_send_again(upstream: BaseTransport) -> bool:
-    """Whether the upstream's request may be sent again from the start: its ``idempotent``
-    option when set, else its method (POST and PATCH may not; WebSocket and Redis readers,
-    which have no method, may)."""
-    idempotent = getattr(upstream, "idempotent", None)
-    if isinstance(idempotent, bool):
-        return idempotent
-    method = getattr(upstream, "method", None)
-    return not (isinstance(method, str) and method.upper() in _NOT_IDEMPOTENT)
+    """Whether the upstream's request may be sent again from the start: the transport's own
+    ``idempotent`` (for the HTTP wires decided by the method unless given; WebSocket and Redis
+    readers resume by their own means)."""
+    return upstream.idempotent
 
 
 class Upstreams:
