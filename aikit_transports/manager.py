@@ -413,14 +413,13 @@ class TransportManager:
     def _close_many(self, transports: List[BaseTransport], reason: str, timeout: float) -> None:
         if not transports:
             return
-        current = threading.current_thread()
         if threading.get_ident() in self._workers:  # waiting on the pool from it could deadlock
             for t in transports:
                 t._close(reason, timeout)
             return
         futures = []
         for t in transports:
-            if t._reader is current:  # called from its own callback: it finishes when we return
+            if t._on_own_thread():  # called from its own callback: it finishes when we return
                 t._close(reason, timeout)
                 continue
             try:

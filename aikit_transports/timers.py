@@ -78,11 +78,19 @@ class Scheduler:
             handle = TimerHandle(self, time.monotonic() + delay, interval, callback)
             heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
             self._active += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            self._cond.notify()
+            self._ensure_thread()
+            self._wake()
         return handle
+
+    def _ensure_thread(self) -> None:
+        """Under the lock: start the thread unless it runs."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def _wake(self) -> None:
+        """Under the lock: make the thread look at the heap again."""
+        self._cond.notify()
 
     def _cancelled(self, handle: TimerHandle) -> None:
         with self._cond:
@@ -96,33 +104,48 @@ class Scheduler:
             self._active -= 1
             if self._active == 0:
                 self._heap.clear()
-            self._cond.notify()
+            self._wake()
 
     def _run(self) -> None:
         cond = self._cond
         while True:
             with cond:
                 while True:
-                    if self._active == 0 or self._shutdown:
+                    if self._idle():
                         self._thread = None
                         return
-                    when, _, handle = self._heap[0]
-                    if handle.cancelled:
-                        heapq.heappop(self._heap)
-                        continue
-                    delay = when - time.monotonic()
-                    if delay <= 0:
-                        heapq.heappop(self._heap)
-                        if handle.interval is not None:
-                            # keep time: the next run is due one interval after this one was due
-                            handle.when = max(when + handle.interval, time.monotonic())
-                            heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
-                        else:
-                            handle.cancelled = True
-                            self._active -= 1
+                    handle, delay = self._next_due()
+                    if handle is not None:
                         break
                     cond.wait(delay)
             self._dispatch(handle.callback)
+
+    def _idle(self) -> bool:
+        """Whether the thread may end (under the lock): no timer left, or shut down."""
+        return self._active == 0 or self._shutdown
+
+    def _next_due(self) -> tuple[Optional[TimerHandle], Optional[float]]:
+        """Under the lock: the timer due now (taken off the heap, or rescheduled when periodic),
+        else ``None`` and the seconds until the next one (``None``: no timer)."""
+        heap = self._heap
+        while heap:
+            when, _, handle = heap[0]
+            if handle.cancelled:
+                heapq.heappop(heap)
+                continue
+            delay = when - time.monotonic()
+            if delay > 0:
+                return None, delay
+            heapq.heappop(heap)
+            if handle.interval is not None:
+                # keep time: the next run is due one interval after this one was due
+                handle.when = max(when + handle.interval, time.monotonic())
+                heapq.heappush(heap, (handle.when, next(self._seq), handle))
+            else:
+                handle.cancelled = True
+                self._active -= 1
+            return handle, None
+        return None, None
 
     def _dispatch(self, callback: Callable[[], None]) -> None:
         if self._executor is not None:
@@ -147,7 +170,7 @@ class Scheduler:
             self._heap.clear()
             self._active = 0
             thread = self._thread
-            self._cond.notify()
+            self._wake()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 

@@ -36,6 +36,7 @@ from aikit_transports.events import TransportState
 from aikit_transports.testing._wait import wait_for
 from aikit_transports.testing.proxy import FaultProxy
 from aikit_transports.testing.ws import WebSocketServer
+from aikit_transports.transports import io_loop
 from aikit_transports.transports.base import BaseTransport
 from aikit_transports.transports.websocket import WebSocketTransport
 
@@ -748,9 +749,29 @@ def test_stream_drops_and_the_session_resumes(server: WebSocketServer) -> None:
     assert len(rec.named("reconnecting")) == 2 and rec.named("closed") == [("done",)]
 
 
-def test_heartbeats_of_many_transports_share_one_timer_thread(
+def test_heartbeats_of_many_transports_share_the_io_threads(
     server: WebSocketServer, wait_until: Any
 ) -> None:
+    before = set(threading.enumerate())
+    transports = [
+        WebSocketTransport(server.url("/silent"), heartbeat_interval=0.05) for _ in range(10)
+    ]
+    try:
+        for t in transports:
+            t.connect()
+        wait_until(lambda: all(t.metrics.ping_rtt_ms is not None for t in transports))
+        new = [th.name for th in set(threading.enumerate()) - before]
+        assert new and all(name.startswith(("aikit-io-", "aikit-worker-")) for name in new)
+        assert len(new) <= io_loop.IO_THREADS + io_loop.WORKERS
+    finally:
+        for t in transports:
+            t.close()
+
+
+def test_with_reader_threads_heartbeats_share_one_timer_thread(
+    server: WebSocketServer, wait_until: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIKIT_TRANSPORTS_IO", "threads")
     before = set(threading.enumerate())
     transports = [
         WebSocketTransport(server.url("/silent"), heartbeat_interval=0.05) for _ in range(10)
@@ -779,10 +800,12 @@ def test_a_slow_link_delays_but_delivers(proxy: FaultProxy) -> None:
 
 
 def test_an_idle_reader_with_heartbeats_waits_without_a_timeout(
-    server: WebSocketServer, wait_until: Any
+    server: WebSocketServer, wait_until: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # no periodic wake-ups of its own (122/s for 1,000 idle streams before): a missed pong
     # shuts the socket down, which wakes the read; without heartbeats, idle_timeout needs them
+    monkeypatch.setenv("AIKIT_TRANSPORTS_IO", "threads")
+
     def read_timeout(t: WebSocketTransport) -> Any:
         sock = t._sock
         return "unset" if sock is None or t._recv_since is None else sock.gettimeout()
@@ -791,3 +814,16 @@ def test_an_idle_reader_with_heartbeats_waits_without_a_timeout(
         assert wait_until(lambda: read_timeout(t) != "unset") and read_timeout(t) is None
     with WebSocketTransport(server.url("/silent"), heartbeat_interval=None, idle_timeout=5) as t:
         assert wait_until(lambda: read_timeout(t) != "unset") and read_timeout(t) == 5
+
+
+def test_on_the_io_threads_only_a_stream_without_heartbeats_has_a_stall_deadline(
+    server: WebSocketServer, wait_until: Any
+) -> None:
+    def stall_timer(t: WebSocketTransport) -> Any:
+        io = t._io
+        return "unset" if io is None or t._recv_since is None else io._stall
+
+    with WebSocketTransport(server.url("/silent"), heartbeat_interval=30.0) as t:
+        assert wait_until(lambda: stall_timer(t) != "unset") and stall_timer(t) is None
+    with WebSocketTransport(server.url("/silent"), heartbeat_interval=None, idle_timeout=5) as t:
+        assert wait_until(lambda: stall_timer(t) != "unset") and stall_timer(t) is not None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import operator
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -31,6 +32,7 @@ from typing import (
     Callable,
     ClassVar,
     Optional,
+    Protocol,
     TypeVar,
     Union,
 )
@@ -40,6 +42,7 @@ from ..config import BufferConfig, ReconnectPolicy
 from ..emitter import EventEmitter
 from ..errors import (
     ConnectError,
+    HeartbeatTimeout,
     HTTPStatusError,
     NotSupportedError,
     ReconnectFailed,
@@ -58,7 +61,9 @@ from ..redact import redact_url
 from ..timers import Scheduler, default_scheduler
 from ..validate import check_seconds
 from .callbacks import Callbacks
+from .io_loop import shared_io_enabled
 from .iterator import EventIterator, _NotConnectedInTime
+from .shared import READ, SharedRunner, Steps
 
 __all__ = ["BaseTransport"]
 
@@ -93,6 +98,14 @@ _ENDED = {
     "manager": "its manager closed it",
     "idle": "its manager closed it after it was idle",
 }
+
+
+class _Runner(Protocol):
+    """What runs a transport: its own reader thread, or a :class:`SharedRunner`."""
+
+    def start(self) -> None: ...
+    def is_alive(self) -> bool: ...
+    def join(self, timeout: Optional[float] = None) -> None: ...
 
 
 def url_scheme(url: str) -> str:
@@ -133,6 +146,9 @@ class BaseTransport(Callbacks):
     #: own means; the HTTP wires decide by the method unless told (``idempotent=``).
     idempotent: bool = True
     logger_name: ClassVar[str] = "aikit_transports"
+    #: Whether the wire can read an open stream without blocking (``_read_start`` and
+    #: ``_read_ready``), so that it may run on the shared I/O threads.
+    shared_io: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -202,7 +218,8 @@ class BaseTransport(Callbacks):
         self._state = TransportState.IDLE
         self._state_cond = threading.Condition()
         self._stop = threading.Event()
-        self._reader: Optional[threading.Thread] = None
+        self._reader: Optional[_Runner] = None
+        self._io: Optional[SharedRunner] = None  # the runner, when on the shared I/O threads
         self._failure: Optional[TransportError] = None
         self._failure_announced = False
         self._closed_reason: Optional[str] = None
@@ -257,7 +274,7 @@ class BaseTransport(Callbacks):
 
         :param timeout: the most seconds to wait (``None``: as long as it takes).
         """
-        if threading.current_thread() is self._reader:
+        if self._on_own_thread():
             raise RuntimeError("connect() cannot be called from the transport's own callbacks")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._state_cond:
@@ -265,9 +282,7 @@ class BaseTransport(Callbacks):
                 self._raise_terminal(reuse=True)
             if self._reader is None:
                 self._set_state(TransportState.CONNECTING)
-                self._reader = threading.Thread(
-                    target=self._run, name=f"aikit-{self.type.value}-{self.id}", daemon=True
-                )
+                self._reader = self._new_runner()
                 self._reader.start()
             while self._state is not TransportState.CONNECTED:
                 if self._ended():
@@ -330,7 +345,7 @@ class BaseTransport(Callbacks):
 
         :param timeout: the most seconds to wait (``None``: as long as it takes).
         """
-        if threading.current_thread() is self._reader:
+        if self._on_own_thread():
             raise RuntimeError("wait() cannot be called from the transport's own callbacks")
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._state_cond:
@@ -338,7 +353,7 @@ class BaseTransport(Callbacks):
                 return None
             reason = self._closed_reason
         reader = self._reader
-        if reader is not None and reader is not threading.current_thread():
+        if reader is not None and not self._on_own_thread():
             reader.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return reason
 
@@ -381,7 +396,9 @@ class BaseTransport(Callbacks):
         listener_buf = self._listener_buf
         if listener_buf is not None:
             listener_buf.interrupt_put()  # a reader waiting for room delivers the backlog itself
-            if listener_buf:
+            if self._io is not None:
+                self._io.pump()
+            elif listener_buf:
                 # A reader blocked in a read would deliver it only with the next event: the
                 # shared timer thread (or the manager's pool) delivers it now instead.
                 self._scheduler_or_default().call_later(
@@ -476,6 +493,11 @@ class BaseTransport(Callbacks):
 
     def _emit(self, name: str, *args: Any) -> None:
         if self._emitter.has_listeners(name):
+            io = self._io
+            if io is not None and io.loop.on_loop():
+                # never a user's callback on an I/O thread: on the transport's serial queue
+                io.defer(lambda: self._emit(name, *args))
+                return
             with self._dispatch_lock:
                 self._emitter.emit(name, *args)
 
@@ -511,6 +533,8 @@ class BaseTransport(Callbacks):
         self._emit("backpressure", info)
 
     def _on_drain(self, info: BackpressureInfo) -> None:
+        if self._io is not None:
+            self._io.room()
         self._emit("drain", info)
 
     def _add_consumer(self) -> MessageBuffer[Event]:
@@ -590,6 +614,10 @@ class BaseTransport(Callbacks):
             self._data_seen = True
             self._attempt = 0
         listener_buf = self._listener_buf
+        io = self._io
+        if io is not None and io.loop.on_loop():
+            self._hand_over(io, events)
+            return
         for buf in self._targets:
             try:
                 if buf is listener_buf:
@@ -600,6 +628,24 @@ class BaseTransport(Callbacks):
                 if self._stop.is_set():
                     raise
                 # that consumer left meanwhile; the others still get the events
+
+    def _hand_over(self, io: SharedRunner, events: Sequence[Event]) -> None:
+        """``_publish`` on an I/O thread, which never waits: each buffer takes what it can (a
+        full ``block`` buffer's rest is held, and the socket rests until there is room), and
+        the listeners run on the transport's serial queue."""
+        listener_buf = self._listener_buf
+        count = len(events)
+        for buf in self._targets:
+            try:
+                stored = buf.put_many(events, 0)
+            except TransportClosedError:
+                if self._stop.is_set():
+                    return
+                continue
+            if stored < count and buf.strategy is BufferStrategy.BLOCK:
+                io.hold(buf, events[stored:])
+            if buf is listener_buf:
+                io.pump()
 
     def _skip_replayed(self, events: Sequence[Event]) -> Sequence[Event]:
         """Drop the events at the start of a resumed response whose ids were delivered already
@@ -673,26 +719,72 @@ class BaseTransport(Callbacks):
             delivered(batch[:done] if done < len(batch) else batch)
         return done
 
+    def _new_runner(self) -> _Runner:
+        """The shared I/O threads when the wire reads without blocking and the process uses
+        them (see :mod:`.shared`), else a reader thread of the transport's own."""
+        if self.shared_io and shared_io_enabled():
+            self._io = SharedRunner(self)
+            return self._io
+        return threading.Thread(
+            target=self._run, name=f"aikit-{self.type.value}-{self.id}", daemon=True
+        )
+
+    def _on_own_thread(self) -> bool:
+        """Whether the caller runs the transport's own steps or callbacks (its reader thread)."""
+        reader = self._reader
+        if self._io is not None:
+            return self._io.is_current()
+        return reader is not None and reader is threading.current_thread()
+
     def _run(self) -> None:
+        """The reader thread: the attempts of ``_loop``, with its reads and waits done here."""
+        steps = self._loop()
+        sent: Optional[str] = None
+        thrown: Optional[BaseException] = None
         try:
-            self._loop()
-        except TransportClosedError:
-            pass  # closed by the user while the reader waited on a buffer
-        except Exception as exc:  # a bug of ours must still end the transport cleanly
-            log.exception("%s: reader crashed", self.id)
-            err = TransportError(f"internal error: {type(exc).__name__}: {exc}")
-            err.__cause__ = exc
-            self._fail(err)
+            while True:
+                step = steps.throw(thrown) if thrown is not None else steps.send(sent)
+                sent = thrown = None
+                if step == READ:
+                    try:
+                        sent = self._read()
+                    except Exception as exc:
+                        thrown = exc
+                else:
+                    assert isinstance(step, float)
+                    self._stop.wait(step)
+        except StopIteration:
+            self._run_ended(None)
+        except BaseException as exc:
+            self._run_ended(exc)
+
+    def _run_ended(self, exc: Optional[BaseException]) -> None:
+        """The attempts ended (``exc``: how, when they raised): a bug of ours still ends the
+        transport cleanly; then the reader's last words."""
+        try:
+            if exc is not None and not isinstance(exc, TransportClosedError):
+                log.error("%s: reader crashed", self.id, exc_info=exc)
+                err = TransportError(f"internal error: {type(exc).__name__}: {exc}")
+                err.__cause__ = exc
+                self._fail(err)
         finally:
             self._reader_exited()
 
-    def _loop(self) -> None:
+    def _loop(self) -> Steps:
+        """The connection attempts, as steps for whoever runs the transport: yields ``READ``
+        to have the open stream read (and is sent the outcome, or has its error thrown in), or
+        the seconds to wait before going on (a wait that ``_stop`` cuts short)."""
         policy = self.policy
         while not self._stop.is_set():
-            if not self._pace_attempts():
-                return
+            pause = self._attempt_pause()
+            if pause > 0:
+                self.log.debug("%s: pacing reconnects: waiting %.2f s", self.id, pause)
+                yield pause
+                if self._stop.is_set():
+                    return
+            self._attempt_starts.append(time.monotonic())
             self._emit("connecting")
-            outcome: Union[str, TransportError]
+            outcome: Union[str, TransportError, None]
             self._data_seen = False
             try:
                 opened = self._open()
@@ -704,7 +796,7 @@ class BaseTransport(Callbacks):
                         outcome = DONE
                     else:
                         self._connected()
-                        outcome = self._read()
+                        outcome = yield READ
                 except TransportClosedError:
                     if self._stop.is_set():
                         return
@@ -713,7 +805,7 @@ class BaseTransport(Callbacks):
                     outcome = self._as_error(exc, connecting=False)
                 finally:
                     self._release()
-            if self._stop.is_set():
+            if self._stop.is_set() or self._pending_close is not None:
                 return
             if outcome == DONE:
                 self._finish()
@@ -755,7 +847,8 @@ class BaseTransport(Callbacks):
                 delay,
             )
             self._emit("reconnecting", self._attempt, delay, error)
-            if self._stop.wait(delay):
+            yield float(delay)
+            if self._stop.is_set():
                 return
 
     def _why_not_again(self, error: TransportError, *, ended: bool) -> Optional[TransportError]:
@@ -801,18 +894,13 @@ class BaseTransport(Callbacks):
         own means."""
         return None
 
-    def _pace_attempts(self) -> bool:
-        """Start at most ``_MAX_ATTEMPTS_PER_SECOND`` attempts in any one second, whatever the
-        server asks for (``retry: 0``, a cut after every event); ``False`` once stopped."""
+    def _attempt_pause(self) -> float:
+        """Seconds to wait so that at most ``_MAX_ATTEMPTS_PER_SECOND`` attempts start in any
+        one second, whatever the server asks for (``retry: 0``, a cut after every event)."""
         starts = self._attempt_starts
-        if len(starts) == starts.maxlen:
-            wait = starts[0] + 1.0 - time.monotonic()
-            if wait > 0:
-                self.log.debug("%s: pacing reconnects: waiting %.2f s", self.id, wait)
-                if self._stop.wait(wait):
-                    return False
-        starts.append(time.monotonic())
-        return True
+        if len(starts) < _MAX_ATTEMPTS_PER_SECOND:
+            return 0.0
+        return starts[0] + 1.0 - time.monotonic()
 
     def _as_error(self, exc: BaseException, *, connecting: bool) -> TransportError:
         if isinstance(exc, TransportError):
@@ -917,7 +1005,9 @@ class BaseTransport(Callbacks):
                 self._interrupt()
             except Exception:
                 log.debug("%s: interrupt failed", self.id, exc_info=True)
-            if reader is threading.current_thread():
+            if self._io is not None:
+                self._io.wake()
+            if self._on_own_thread():
                 return  # inside a callback: the reader finishes the close when it unwinds
             reader.join(max(0.0, deadline - time.monotonic()) + 0.5)
             if reader.is_alive():
@@ -942,6 +1032,25 @@ class BaseTransport(Callbacks):
     def _interrupt(self) -> None:
         """Wake a reader blocked in I/O (called from another thread)."""
 
+    def _read_start(self) -> Optional[socket.socket]:
+        """On an I/O thread, once connected: get ready to read without blocking; the socket to
+        watch (``None``: this connection is read by ``_read`` on a thread of its own)."""
+        return None
+
+    def _read_ready(self) -> Optional[str]:
+        """On an I/O thread, when the socket is readable: read what is there without blocking,
+        as ``_read`` does; ``None`` while the stream goes on, else its outcome."""
+        raise NotImplementedError
+
+    def _stall_limit(self) -> Optional[float]:
+        """Seconds of silence after which an open stream counts as stalled (``None``: never;
+        WebSocket heartbeats keep their own deadlines)."""
+        return None
+
+    def _stall_error(self) -> TransportError:
+        """The error that ends a stalled stream."""
+        return HeartbeatTimeout(f"no data for {self._stall_limit()} s: stream stalled")
+
     def _before_close(self, deadline: float) -> None:
         """Work to do before the connection goes (the WebSocket send queue is flushed here)."""
 
@@ -961,6 +1070,8 @@ class BaseTransport(Callbacks):
         return None
 
     def _scheduler_or_default(self) -> Scheduler:
+        if self._io is not None:
+            return self._io.loop  # the I/O thread's own timer heap
         return self._scheduler or default_scheduler()
 
     def _traffic(self) -> None:

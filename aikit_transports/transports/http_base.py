@@ -37,9 +37,10 @@ from ..events import Event
 from ..logs import server_text, snippet
 from ..redact import describe_exception, redact_headers, redact_url
 from ..validate import check_int
-from .base import DONE, RECENT_IDS, BaseTransport
+from .base import DONE, EOF_, RECENT_IDS, BaseTransport
 from .failures import request_failure
 from .http_body import COALESCE_READS, CUT_IN_BODY, BodyReader, response_socket
+from .http_nonblocking import NonBlockingBody
 from .redirects import follow_redirects
 from .sessions import close_session, new_session, user_agent, watch_sockets
 
@@ -136,6 +137,7 @@ class HTTPTransportBase(BaseTransport):
     """
 
     schemes = _HTTP_SCHEMES
+    shared_io = True
 
     def __init__(
         self,
@@ -186,6 +188,7 @@ class HTTPTransportBase(BaseTransport):
         self._session = session if session is not None else new_session(2)
         self._resp: Optional[requests.Response] = None
         self._sock: Optional[socket.socket] = None
+        self._ready_body: Optional[NonBlockingBody] = None
         self._head_expired = False
         self._sent_event_id: Optional[str] = None
         self._bad_id_reported: Optional[str] = None
@@ -375,6 +378,7 @@ class HTTPTransportBase(BaseTransport):
         A body read to its end was already handed back by urllib3: its socket is left open."""
         resp, self._resp = self._resp, None
         sock, self._sock = self._sock, None
+        self._ready_body = None
         if resp is not None:
             if getattr(resp.raw, "connection", True) is None:  # back in the pool
                 sock = None
@@ -449,6 +453,67 @@ class HTTPTransportBase(BaseTransport):
         return None
 
     # -- reading -----------------------------------------------------------------------
+
+    def _body_parser(
+        self,
+    ) -> tuple[
+        Callable[[bytes], Sequence[Event]],
+        Callable[[], list[ProtocolError]],
+        Callable[[Sequence[Event]], Optional[str]],
+    ]:
+        """The wire's parser: its ``feed``, its error list, and what publishes a batch."""
+        raise NotImplementedError
+
+    def _body_ended(self, outcome: str) -> str:
+        """The outcome of a read once the body ended (NDJSON flushes a last line here)."""
+        return outcome
+
+    def _read(self) -> str:
+        return self._body_ended(self._read_body(*self._body_parser()))
+
+    def _read_start(self) -> Optional[socket.socket]:
+        body = NonBlockingBody.open(self._resp, self._sock) if self._resp is not None else None
+        self._ready_body = body
+        return None if body is None else self._sock
+
+    def _read_ready(self) -> Optional[str]:
+        body = self._ready_body
+        if body is None:
+            return EOF_
+        feed, errors, on_events = self._body_parser()
+        m = self._m
+        size = self.chunk_size
+        io = self._io
+        try:
+            while True:
+                chunk = body.read(size)
+                if chunk is None:
+                    return None
+                if not chunk:
+                    return self._body_ended(EOF_)
+                if self.debug:
+                    self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
+                m.bytes_received += len(chunk)
+                m.last_traffic_at = time.monotonic()
+                events = feed(chunk)
+                if events:
+                    outcome = on_events(events)
+                    if outcome is not None:
+                        return outcome
+                if errors():
+                    self._parser_errors(errors())
+                if (io is not None and io.holding()) or not body.more():
+                    return None
+        except TransportError:
+            raise
+        except Exception as exc:
+            raise self._read_failed(exc) from None
+
+    def _stall_limit(self) -> Optional[float]:
+        return self.idle_timeout
+
+    def _stall_error(self) -> TransportError:
+        return self._stalled(None)
 
     def _read_body(
         self,
@@ -540,7 +605,7 @@ class HTTPTransportBase(BaseTransport):
                 raise error
             self._error(error)
 
-    def _stalled(self, exc: BaseException) -> HeartbeatTimeout:
+    def _stalled(self, exc: Optional[BaseException]) -> HeartbeatTimeout:
         return HeartbeatTimeout(f"no data for {self.idle_timeout} s (idle_timeout): stream stalled")
 
     def _read_failed(self, exc: BaseException) -> TransportError:

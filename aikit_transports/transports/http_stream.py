@@ -6,6 +6,7 @@ old load balancers): only ordinary HTTP requests and responses are used.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Optional, Union
@@ -185,7 +186,21 @@ class HTTPStreamTransport(HTTPTransportBase):
     def _read(self) -> str:
         if self._long_poll:
             return self._poll_loop()
-        outcome = self._read_body(self._parser.feed, self._parser_error_list, self._on_events)
+        return super()._read()
+
+    def _read_start(self) -> Optional[socket.socket]:
+        return None if self._long_poll else super()._read_start()  # a poll loop blocks
+
+    def _body_parser(
+        self,
+    ) -> tuple[
+        Callable[[bytes], Sequence[Event]],
+        Callable[[], list[ProtocolError]],
+        Callable[[Sequence[Event]], Optional[str]],
+    ]:
+        return self._parser.feed, self._parser_error_list, self._on_events
+
+    def _body_ended(self, outcome: str) -> str:
         if outcome == EOF_ and not self._stop.is_set():
             return self._flush()  # a clean end of the body: a last line without its newline
         return outcome
@@ -242,9 +257,7 @@ class HTTPStreamTransport(HTTPTransportBase):
             before = m.messages_received
             resp = self._resp
             if resp is not None:
-                outcome = self._read_body(
-                    self._parser.feed, self._parser_error_list, self._on_events
-                )
+                outcome = self._read_body(*self._body_parser())
                 if stop.is_set():
                     return EOF_
                 if outcome == EOF_:

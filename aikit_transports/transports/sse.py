@@ -144,9 +144,15 @@ class SSETransport(HTTPTransportBase):
         self._attach(resp)
         return None
 
-    def _read(self) -> str:
+    def _body_parser(
+        self,
+    ) -> tuple[
+        Callable[[bytes], Sequence[Event]],
+        Callable[[], list[ProtocolError]],
+        Callable[[Sequence[Event]], Optional[str]],
+    ]:
         parser = self._parser
-        return self._read_body(parser.feed, lambda: parser.errors, self._on_events)
+        return parser.feed, lambda: parser.errors, self._on_events
 
     def _current_event_id(self) -> Optional[str]:
         return self._parser.last_event_id

@@ -58,7 +58,7 @@ from ..validate import check_int, check_seconds
 from .base import DONE, EOF_, BaseTransport
 from .sessions import user_agent
 from .ws_connect import Connector
-from .ws_frames import Outgoing, client_frame, closed_error, encode, ready, shutdown
+from .ws_frames import Outgoing, client_frame, closed_error, encode, ready, send_all, shutdown
 
 __all__ = ["WebSocketTransport"]
 
@@ -156,6 +156,7 @@ class WebSocketTransport(BaseTransport):
     """
 
     type = TransportType.WEBSOCKET
+    shared_io = True
     schemes = ("ws", "wss")
     logger_name = "aikit_transports.websocket"
 
@@ -312,7 +313,7 @@ class WebSocketTransport(BaseTransport):
                 return
             frame = self._data_frame(payload, opcode)
             try:
-                sock.sendall(frame)
+                send_all(sock, frame, self.timeout)
             except OSError as exc:
                 # The frame did not go out whole, so the server cannot have it: it goes first
                 # in the queue for the next connection, and the connection is dropped.
@@ -344,7 +345,9 @@ class WebSocketTransport(BaseTransport):
             while pending:
                 item = pending[0]
                 frame = self._data_frame(item.payload, item.opcode)
-                sock.sendall(frame)  # a failure leaves the message at the head of the queue
+                send_all(
+                    sock, frame, self.timeout
+                )  # a failure leaves the message at the head of the queue
                 pending.popleft()
                 m.messages_sent += 1
                 m.bytes_sent += len(frame)
@@ -368,7 +371,7 @@ class WebSocketTransport(BaseTransport):
                 self._writable = None
             if not wait and not ready(sock, 0, write=True):
                 return False
-            sock.sendall(client_frame(payload, opcode))
+            send_all(sock, client_frame(payload, opcode), self.timeout)
             return True
         except OSError:
             return False
@@ -455,9 +458,6 @@ class WebSocketTransport(BaseTransport):
         self._start_heartbeat(sock)
         with contextlib.suppress(OSError):
             sock.settimeout(self._io_timeout)
-        parser = self._parser
-        publish = self._publish
-        m = self._m
         recv = self._tls_recv if isinstance(sock, ssl.SSLSocket) else sock.recv
         monotonic = time.monotonic
         stop = self._stop
@@ -473,29 +473,105 @@ class WebSocketTransport(BaseTransport):
                         except socket.timeout:
                             self._quiet()
                     self._recv_since = None
-                    if self.debug:
-                        self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
                     if not chunk:
                         raise self._lost(None)
-                now = monotonic()
-                m.bytes_received += len(chunk)
-                m.last_traffic_at = now
-                try:
-                    events = parser.feed(chunk, now)
-                except FrameError as exc:
-                    if exc.events:
-                        publish(exc.events)
-                    raise self._frame_failed(sock, exc) from None
+                outcome = self._take(sock, chunk)
+                if outcome is not None:
+                    return outcome
                 chunk = b""
-                if parser.controls:
-                    self._on_controls(sock)  # pongs go out before the messages are handed on
-                if events:
-                    publish(events)
-                if parser.closed is not None:
-                    return self._on_close_frame(sock, *parser.closed)
         except OSError as exc:
             raise self._lost(exc) from None
         return EOF_
+
+    def _take(self, sock: socket.socket, chunk: bytes) -> Optional[str]:
+        """Parse what was read and hand it on: pongs first, then messages; the outcome once a
+        close frame came (``None`` while the stream goes on)."""
+        if self.debug:
+            self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
+        now = time.monotonic()
+        m = self._m
+        m.bytes_received += len(chunk)
+        m.last_traffic_at = now
+        parser = self._parser
+        try:
+            events = parser.feed(chunk, now)
+        except FrameError as exc:
+            if exc.events:
+                self._publish(exc.events)
+            raise self._frame_failed(sock, exc) from None
+        if parser.controls:
+            self._on_controls(sock)  # pongs go out before the messages are handed on
+        if events:
+            self._publish(events)
+        if parser.closed is not None:
+            return self._on_close_frame(sock, *parser.closed)
+        return None
+
+    # -- reading on the shared I/O threads ------------------------------------------------
+
+    def _read_start(self) -> Optional[socket.socket]:
+        sock = self._sock
+        if sock is None:
+            return None
+        self._start_heartbeat(sock)
+        with self._frame_write_lock:  # writers wait for room themselves from now on
+            sock.settimeout(0)
+        self._recv_since = time.monotonic()
+        return sock
+
+    def _read_ready(self) -> Optional[str]:
+        sock = self._sock
+        if sock is None:
+            raise self._lost(None)
+        io = self._io
+        tls = isinstance(sock, ssl.SSLSocket)
+        try:
+            while True:
+                chunk: Optional[bytes]
+                chunk, self._leftover = self._leftover, b""
+                if not chunk:
+                    chunk = self._recv_now(sock, tls)
+                    if chunk is None:
+                        return None
+                    if not chunk:
+                        raise self._lost(None)
+                outcome = self._take(sock, chunk)
+                if outcome is not None:
+                    return outcome
+                if not tls or (io is not None and io.holding()):
+                    return None
+                assert isinstance(sock, ssl.SSLSocket)
+                if not sock.pending():
+                    return None
+        except OSError as exc:
+            raise self._lost(exc) from None
+
+    def _recv_now(self, sock: socket.socket, tls: bool) -> Optional[bytes]:
+        """What the (non-blocking) socket holds, ``b""`` at its end, ``None`` when nothing yet.
+        TLS reads take the write lock (see ``_tls_recv``); a writer holding it makes the read
+        come back a moment later rather than wait here."""
+        try:
+            if not tls:
+                return sock.recv(_READ_SIZE)
+            lock = self._frame_write_lock
+            if not lock.acquire(blocking=False):
+                if self._io is not None:
+                    self._io.read_again(0.001)
+                return None
+            try:
+                return sock.recv(_READ_SIZE)
+            finally:
+                lock.release()
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+
+    def _stall_limit(self) -> Optional[float]:
+        return None if self.heartbeat_interval else self.idle_timeout
+
+    def _stall_error(self) -> TransportError:
+        return HeartbeatTimeout(
+            f"no data for {self.idle_timeout} s (idle_timeout, heartbeats off): stream stalled"
+        )
 
     def _tls_recv(self, size: int) -> bytes:
         """Read from a TLS socket without racing a writer.
@@ -518,9 +594,7 @@ class WebSocketTransport(BaseTransport):
             return
         last = self._m.last_traffic_at
         if last is not None and time.monotonic() - last >= self.idle_timeout:
-            raise HeartbeatTimeout(
-                f"no data for {self.idle_timeout} s (idle_timeout, heartbeats off): stream stalled"
-            )
+            raise self._stall_error()
 
     def _lost(self, exc: Optional[BaseException]) -> TransportError:
         """Why the connection went away (the socket reported EOF or an error)."""
@@ -550,7 +624,7 @@ class WebSocketTransport(BaseTransport):
         controls = self._parser.controls
         for opcode, payload in controls:
             if opcode == OP_PING:
-                self._write_control(sock, OP_PONG, payload, wait=True)
+                self._reply(sock, OP_PONG, payload)
             elif payload == self._ping_payload:
                 sent_at = self._ping_sent_at
                 if sent_at is not None:
@@ -558,15 +632,23 @@ class WebSocketTransport(BaseTransport):
                 self._ping_payload = None
         controls.clear()
 
+    def _reply(self, sock: socket.socket, opcode: int, payload: bytes) -> None:
+        """Answer the server (pong, close echo); an I/O thread never waits to write: what the
+        socket cannot take now is written on the transport's serial queue."""
+        io = self._io
+        if io is None or not io.loop.on_loop():
+            self._write_control(sock, opcode, payload, wait=True)
+        elif not self._write_control(sock, opcode, payload, wait=False):
+            io.defer(functools.partial(self._write_control, sock, opcode, payload, True))
+
     def _on_close_frame(self, sock: socket.socket, code: int, reason: str) -> str:
         if self._closing:  # the server answered our close(): the base stops the loop next
             self._close_reply.set()
-            self._stop.wait()
+            if self._io is None:
+                self._stop.wait()
             return EOF_
         # Echo the code (RFC 6455 §5.5.1); after it no application frame may go out.
-        self._write_control(
-            sock, OP_CLOSE, b"" if code == 1005 else code.to_bytes(2, "big"), wait=True
-        )
+        self._reply(sock, OP_CLOSE, b"" if code == 1005 else code.to_bytes(2, "big"))
         if code in NORMAL_CLOSE_CODES:
             self.log.info("%s: closed by the server (%d)", self.id, code)
             return DONE
@@ -653,7 +735,7 @@ class WebSocketTransport(BaseTransport):
     def _close_handshake(self, deadline: float) -> None:
         """Flush the send queue (up to ``deadline``), send close 1000, wait for the reply."""
         reader = self._reader
-        on_reader = reader is threading.current_thread()
+        on_reader = self._on_own_thread()
         monotonic = time.monotonic
         with self._sends_flushed:
             while (
@@ -675,7 +757,7 @@ class WebSocketTransport(BaseTransport):
                 self._closing = True
                 if ready(sock, 0, write=True):
                     try:
-                        sock.sendall(client_frame(_CLOSE_NORMAL, OP_CLOSE))
+                        send_all(sock, client_frame(_CLOSE_NORMAL, OP_CLOSE), self.timeout)
                         sent = True
                     except OSError:
                         pass

@@ -11,6 +11,7 @@ import contextlib
 import json as _json
 import select
 import socket
+import ssl
 from typing import Any, NamedTuple, Optional, Tuple
 
 from websocket import ABNF
@@ -74,6 +75,24 @@ else:  # pragma: no cover - Windows
             else (select.select([sock], [], [], timeout)[0])
         )
         return bool(ready_sockets)
+
+
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
+
+
+def send_all(sock: socket.socket, data: bytes, timeout: Optional[float]) -> None:
+    """``sock.sendall(data)``, also on a socket the shared I/O threads made non-blocking: there
+    it waits for room (``timeout`` seconds at most between two writes, then ``socket.timeout``)."""
+    if sock.gettimeout() != 0:
+        sock.sendall(data)
+        return
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except _WOULD_BLOCK:
+            if not ready(sock, timeout, write=True):
+                raise socket.timeout("timed out") from None
 
 
 def closed_error(code: int, reason: str = "", detail: str = "") -> WebSocketClosed:

@@ -22,6 +22,7 @@ __all__ = ["UpstreamFactory", "Upstreams", "may_send_again"]
 #: Builds the upstream transport, given the upstream id to resume after (``None``: start).
 UpstreamFactory = Callable[[Optional[str]], BaseTransport]
 
+
 def may_send_again(upstream: BaseTransport) -> bool:
     """Whether the upstream's request may be sent again from the start: the transport's own
     ``idempotent`` (for the HTTP wires decided by the method unless given; WebSocket and Redis

@@ -1,0 +1,264 @@
+"""The shared I/O threads: a few threads that each watch many open streams' sockets.
+
+An :class:`IOLoop` is one thread with a ``selectors`` selector and its own timer heap (it is a
+:class:`~aikit_transports.timers.Scheduler`): heartbeats, stall deadlines and reconnect delays of
+its streams are entries in that heap, not wake-ups of a thread each. :class:`Workers` is the
+small pool that runs what may block (opening a connection) and every callback of a transport.
+Both start their threads on demand and end them when nothing uses them any more, so an idle
+process keeps no thread of ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import socket
+import threading
+from collections import deque
+from typing import Callable, Optional
+
+from ..timers import Scheduler
+
+__all__ = [
+    "IOLoop",
+    "Workers",
+    "shared_io_enabled",
+    "shared_loop",
+    "shared_workers",
+    "IO_THREADS",
+    "WORKERS",
+]
+
+log = logging.getLogger("aikit_transports")
+
+#: How many I/O threads the process shares (each multiplexes its share of the open streams).
+IO_THREADS = 2
+#: The most worker threads the process shares (opening connections, callbacks).
+WORKERS = 8
+#: Seconds an idle worker waits for work before it ends.
+_WORKER_IDLE = 2.0
+
+
+def _call(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:  # a bug of ours in one stream must not end the others
+        log.exception("I/O callback failed")
+
+
+class IOLoop(Scheduler):
+    """One thread multiplexing sockets (:meth:`add_reader`) and timers (:meth:`call_later`).
+
+    The selector is touched from the loop's thread only: other threads hand work over with
+    :meth:`call_soon`. The thread runs while a timer, a reader or a call is pending.
+    """
+
+    def __init__(self, name: str = "aikit-io") -> None:
+        super().__init__(name)
+        self._soon: deque[Callable[[], None]] = deque()
+        self._readers = 0
+        self._selector: Optional[selectors.BaseSelector] = None
+        self._wake_r: Optional[socket.socket] = None
+        self._wake_w: Optional[socket.socket] = None
+        self._woken = False
+        self.users = 0  # streams assigned to this loop (see shared_loop)
+
+    def on_loop(self) -> bool:
+        """Whether the caller runs on this loop's thread."""
+        return self._thread is threading.current_thread()
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop's thread, after what is already queued (any thread)."""
+        with self._cond:
+            self._soon.append(callback)
+            self._ensure_thread()
+            self._wake()
+
+    def add_reader(self, sock: socket.socket, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop's thread whenever ``sock`` is readable (loop only)."""
+        assert self._selector is not None
+        self._selector.register(sock, selectors.EVENT_READ, callback)
+        with self._cond:
+            self._readers += 1
+
+    def remove_reader(self, sock: socket.socket) -> None:
+        """Stop watching ``sock`` (loop only; a socket closed meanwhile is forgotten too)."""
+        assert self._selector is not None
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            return
+        with self._cond:
+            self._readers -= 1
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._selector = selectors.DefaultSelector()
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+            self._woken = False
+        super()._ensure_thread()
+
+    def _wake(self) -> None:
+        if self._woken or self._wake_w is None or self.on_loop():
+            return  # the loop looks at its queue and heap again before it next waits
+        self._woken = True
+        with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+            self._wake_w.send(b"\0")
+
+    def _idle(self) -> bool:
+        return (self._active == 0 and not self._readers and not self._soon) or self._shutdown
+
+    def _run(self) -> None:
+        cond = self._cond
+        selector = self._selector
+        wake_r = self._wake_r
+        assert selector is not None and wake_r is not None
+        while True:
+            with cond:
+                if self._idle():
+                    self._thread = None
+                    self._close_selector()
+                    return
+                soon = self._soon
+                if soon:
+                    self._soon = deque()
+                due = []
+                while True:
+                    handle, delay = self._next_due()
+                    if handle is None:
+                        break
+                    due.append(handle.callback)
+                self._woken = False
+            for callback in soon:
+                _call(callback)
+            for callback in due:
+                _call(callback)
+            timeout = 0 if soon or due else delay
+            for key, _ in selector.select(timeout):
+                callback = key.data
+                if callback is None:
+                    with contextlib.suppress(OSError):
+                        wake_r.recv(4096)
+                    continue
+                _call(callback)
+
+    def _close_selector(self) -> None:
+        """Under the lock, as the thread ends: the selector and wake-up pair go with it."""
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
+        self._readers = 0
+
+
+class Workers:
+    """A small pool for blocking steps and callbacks: threads start on demand (at most
+    ``max_workers``) and end after a while without work, at once when no transport uses the
+    pool any more (:meth:`hold`, :meth:`release`)."""
+
+    def __init__(self, max_workers: int = WORKERS, name: str = "aikit-worker") -> None:
+        self.max_workers = max_workers
+        self._name = name
+        self._cond = threading.Condition()
+        self._queue: deque[Callable[[], None]] = deque()
+        self._threads = 0
+        self._idle = 0
+        self._seq = 0
+        self._users = 0
+
+    def hold(self) -> None:
+        """A transport starts using the pool."""
+        with self._cond:
+            self._users += 1
+
+    def release(self) -> None:
+        """A transport stopped using the pool: with none left, idle workers end now."""
+        with self._cond:
+            self._users -= 1
+            if self._users <= 0:
+                self._cond.notify_all()
+
+    def submit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on a worker thread."""
+        with self._cond:
+            self._queue.append(callback)
+            if self._idle > len(self._queue) - 1:
+                self._cond.notify()
+                return
+            if self._threads < self.max_workers:
+                self._threads += 1
+                self._seq += 1
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{self._seq}", daemon=True
+                )
+                thread.start()
+
+    def _work(self) -> None:
+        cond = self._cond
+        queue = self._queue
+        while True:
+            with cond:
+                if not queue and self._users > 0:
+                    self._idle += 1
+                    cond.wait(_WORKER_IDLE)
+                    self._idle -= 1
+                if not queue:
+                    self._threads -= 1
+                    return
+                callback = queue.popleft()
+            _call(callback)
+
+
+_lock = threading.Lock()
+_loops: list[IOLoop] = []
+_workers: Optional[Workers] = None
+
+
+def _io_threads() -> int:
+    """``IO_THREADS``, or ``AIKIT_IO_THREADS`` from the environment."""
+    try:
+        return max(1, int(os.environ.get("AIKIT_IO_THREADS", IO_THREADS)))
+    except ValueError:
+        return IO_THREADS
+
+
+def shared_io_enabled() -> bool:
+    """Whether transports whose wire allows it run on the shared I/O threads (the default), or
+    each on a reader thread of its own (``AIKIT_TRANSPORTS_IO=threads``)."""
+    return os.environ.get("AIKIT_TRANSPORTS_IO", "shared").lower() != "threads"
+
+
+def shared_loop() -> IOLoop:
+    """The process's I/O loop with the fewest streams; the caller counts itself in ``users``
+    (and out when its stream ends)."""
+    with _lock:
+        if not _loops:
+            _loops.extend(IOLoop(f"aikit-io-{n}") for n in range(_io_threads()))
+        loop = min(_loops, key=lambda candidate: candidate.users)
+        loop.users += 1
+        return loop
+
+
+def release_loop(loop: IOLoop) -> None:
+    """A stream stopped using ``loop``."""
+    with _lock:
+        loop.users -= 1
+
+
+def shared_workers() -> Workers:
+    """The process's worker pool."""
+    global _workers
+    with _lock:
+        if _workers is None:
+            _workers = Workers()
+        return _workers
