@@ -2,9 +2,10 @@
 
 ``make bench-scale`` (or ``.venv/bin/python bench/scale.py``) runs, for each wire (SSE,
 WebSocket), each N and each client, a fresh server process (``bench/scale_server.py``, asyncio)
-and a fresh client process (``bench/scale_clients.py``): ours with a reader thread per transport
-(``ours-plain``), ours under a ``TransportManager`` (``ours-manager``) and the asyncio peers
-(``httpx-sse``, ``websockets``), one after the other in the same run. Each run:
+and a fresh client process (``bench/scale_clients.py``): ours on the shared I/O threads
+(``ours-plain``), ours under a ``TransportManager`` (``ours-manager``), ours with a reader thread
+per transport as before (``ours-threads``: ``AIKIT_TRANSPORTS_IO=threads``) and the asyncio
+peers (``httpx-sse``, ``websockets``), one after the other in the same run. Each run:
 
 1. the client opens N streams (``--open-concurrency`` at a time): *connect s*, *threads*
    (``threading.active_count()``), *KB/stream idle* ((VmRSS after - before) / N);
@@ -48,9 +49,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "RESULTS.md")
 MARKER = "<!-- Everything below is rewritten by bench/run.py on each run. -->"
 WIRES = {"sse": "SSE", "ws": "WebSocket"}
-CLIENTS = ["ours-plain", "ours-manager", "httpx-sse", "websockets"]
+CLIENTS = ["ours-plain", "ours-manager", "ours-threads", "httpx-sse", "websockets"]
 CLIENT_WIRES = {
     "ours-plain": ("sse", "ws"),
+    "ours-threads": ("sse", "ws"),
     "ours-manager": ("sse", "ws"),
     "httpx-sse": ("sse",),
     "websockets": ("ws",),
@@ -135,10 +137,13 @@ def _run_processes(
             url = f"http://127.0.0.1:{ports['sse_port']}/sse"
         else:
             url = f"ws://127.0.0.1:{ports['ws_port']}/ws"
+        env = dict(os.environ)
+        if client == "ours-threads":  # the same transports, each on a reader thread of its own
+            env["AIKIT_TRANSPORTS_IO"] = "threads"
         cmd = [
             sys.executable,
             os.path.join(HERE, "scale_clients.py"),
-            client,
+            "ours-plain" if client == "ours-threads" else client,
             "--wire",
             wire,
             "--url",
@@ -157,7 +162,12 @@ def _run_processes(
             str(args.max_threads),
         ]
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=client_log, text=True
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=client_log,
+            text=True,
+            env=env,
         )
         assert proc.stdin is not None and server.stdin is not None
         ready = read_json_line(proc, args.connect_budget + args.idle + 30, client)

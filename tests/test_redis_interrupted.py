@@ -35,6 +35,8 @@ class CutIsFinal(SSETransport):
     """An SSE transport that ends with ``StreamInterrupted`` when its stream is cut, as one
     whose request may not be sent again does (SPEC §3)."""
 
+    shared_io = False  # its own ``_read`` reads the stream, on a reader thread
+
     def _read(self) -> str:
         try:
             outcome = super()._read()

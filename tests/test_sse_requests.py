@@ -55,9 +55,7 @@ def test_reconnect_sends_the_last_id_seen_and_resends_the_post_body() -> None:
     responses.add(responses.POST, URL, **sse("id: 1\ndata: a\n\nid: 2\ndata: b\n\n"))
     responses.add(responses.POST, URL, **sse("id: 3\ndata: c\n\ndata: [DONE]\n\n"))
     payload = {"prompt": "hi", "stream": True}
-    with SSETransport(
-        URL, method="POST", json=payload, reconnect=FAST, reconnect_on_eof=True
-    ) as t:
+    with SSETransport(URL, method="POST", json=payload, reconnect=FAST, reconnect_on_eof=True) as t:
         events = list(t.iter_events(timeout=5))
     assert [(e.id, e.data) for e in events] == [("1", "a"), ("2", "b"), ("3", "c")]
     first, second = (c.request for c in responses.calls)

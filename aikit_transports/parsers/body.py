@@ -89,7 +89,10 @@ class BodyDecoder:
             ) from None
 
     def end(self) -> None:
-        """The connection ended: raise ``ConnectError`` when the body is not complete."""
+        """The connection ended: raise ``ConnectError`` when the body is not complete (or the
+        framing error that made it so)."""
+        if self._error is not None:
+            raise self._error
         if self.done:
             return
         if self._chunked is not None:

@@ -54,9 +54,9 @@ class NonBlockingBody:
 
     def more(self) -> bool:
         """Whether a read now may find more without the socket becoming readable again: bytes
-        that TLS decrypted already (the selector sees only the socket's own), or the end of a
-        body that is complete."""
-        if self._decoder.done:
+        in http.client's buffer or decrypted by TLS already (the selector sees only the
+        socket's own), or the end of a body that is complete."""
+        if self._fp is not None or self._decoder.done:
             return True
         sock = self._sock
         return self._tls and isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
@@ -68,14 +68,15 @@ class NonBlockingBody:
                 return b""
             fp = self._fp
             try:
-                if fp is not None:
-                    self._fp = None
+                if fp is not None:  # http.client's buffer first, until it is empty
                     data = fp.read1(size)
-                    if not data:  # nothing buffered, nothing on the socket yet (or its end)
+                    if not data:  # empty, and nothing on the socket yet (or its end)
+                        self._fp = None
                         return None
                 else:
                     data = self._sock.recv(size)
             except _WOULD_BLOCK:
+                self._fp = None
                 return None
             if not data:
                 decoder.end()  # raises when the body was cut short

@@ -116,38 +116,45 @@ class IOLoop(Scheduler):
         return (self._active == 0 and not self._readers and not self._soon) or self._shutdown
 
     def _run(self) -> None:
-        cond = self._cond
         selector = self._selector
         wake_r = self._wake_r
         assert selector is not None and wake_r is not None
-        while True:
-            with cond:
-                if self._idle():
-                    self._thread = None
-                    self._close_selector()
-                    return
-                soon = self._soon
-                if soon:
-                    self._soon = deque()
-                due = []
-                while True:
-                    handle, delay = self._next_due()
-                    if handle is None:
-                        break
-                    due.append(handle.callback)
-                self._woken = False
-            for callback in soon:
-                _call(callback)
-            for callback in due:
-                _call(callback)
-            timeout = 0 if soon or due else delay
-            for key, _ in selector.select(timeout):
-                callback = key.data
-                if callback is None:
-                    with contextlib.suppress(OSError):
-                        wake_r.recv(4096)
-                    continue
-                _call(callback)
+        while self._turn(selector, wake_r):
+            pass
+
+    def _turn(self, selector: selectors.BaseSelector, wake_r: socket.socket) -> bool:
+        """One turn of the loop: queued calls, due timers, then a wait for ready sockets (until
+        the next timer); ``False`` once idle, when the thread ends. A turn of its own keeps no
+        reference to what it ran (nor to a transport) while the loop waits."""
+        with self._cond:
+            if self._idle():
+                self._thread = None
+                self._close_selector()
+                return False
+            soon = self._soon
+            if soon:
+                self._soon = deque()
+            due = []
+            while True:
+                handle, delay = self._next_due()
+                if handle is None:
+                    break
+                due.append(handle.callback)
+            self._woken = False
+        for call in soon:
+            _call(call)
+        for call in due:
+            _call(call)
+        timeout = 0 if soon or due else delay
+        call = soon = due = None  # type: ignore[assignment]
+        for key, _ in selector.select(timeout):
+            callback = key.data
+            if callback is None:
+                with contextlib.suppress(OSError):
+                    wake_r.recv(4096)
+                continue
+            _call(callback)
+        return True
 
     def _close_selector(self) -> None:
         """Under the lock, as the thread ends: the selector and wake-up pair go with it."""
@@ -217,6 +224,7 @@ class Workers:
                     return
                 callback = queue.popleft()
             _call(callback)
+            del callback  # no reference to a transport while waiting for work
 
 
 _lock = threading.Lock()

@@ -122,6 +122,10 @@ class SharedRunner:
             self._blocking is threading.current_thread()
         )
 
+    def waiting(self) -> bool:
+        """Whether the open stream waits for bytes in the loop's selector."""
+        return self._phase is _Phase.READING and self._registered
+
     def wake(self) -> None:
         """The transport is stopping: end a wait or a read now (any thread)."""
         self.loop.call_soon(self._woken)
