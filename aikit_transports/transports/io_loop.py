@@ -16,6 +16,7 @@ import os
 import selectors
 import socket
 import threading
+import time
 from collections import deque
 from typing import Callable, Optional
 
@@ -215,7 +216,13 @@ class Workers:
         queue = self._queue
         while True:
             with cond:
-                if not queue and self._users > 0:
+                idle_since = None
+                while not queue and self._users > 0:
+                    now = time.monotonic()
+                    if idle_since is None:
+                        idle_since = now
+                    elif now - idle_since >= _WORKER_IDLE:
+                        break
                     self._idle += 1
                     cond.wait(_WORKER_IDLE)
                     self._idle -= 1
