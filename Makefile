@@ -10,7 +10,7 @@ STAMP := $(VENV)/.aikit-installed
 EXTRAS := test,dev,docs,django,redis,testing
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-main test-floor test-matrix lint typecheck docs bench bench-redis \
+.PHONY: all demo test test-main test-floor test-matrix lint typecheck docs bench bench-redis bench-resp \
 	bench-scale clean distclean ensure-redis install
 
 all: lint typecheck test
@@ -142,6 +142,15 @@ REDIS_BENCH_ARGS ?=
 
 bench-redis: $(STAMP) ensure-redis
 	$(BIN)/python bench/redis_fanout.py $(REDIS_BENCH_ARGS)
+	$(BIN)/python bench/resp_parsers.py $(RESP_BENCH_ARGS)
+
+# RESP reply parsing (issue 18; under a minute, also run by bench-redis): our pure-Python parser
+# against hiredis, alone on the readers' and the relay's replies, then end to end against its own
+# redis-server. RESP_BENCH_ARGS: see `bench/resp_parsers.py --help` (--quick, --no-e2e).
+RESP_BENCH_ARGS ?=
+
+bench-resp: $(STAMP) ensure-redis
+	$(BIN)/python bench/resp_parsers.py $(RESP_BENCH_ARGS)
 
 # One process, many streams (issue 18): N SSE and N WebSocket streams idle, then under load,
 # ours (plain and under a manager) and the asyncio peers in the same run; about a minute per

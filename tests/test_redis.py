@@ -202,6 +202,43 @@ def test_reconnects_with_backoff_when_the_connection_drops(
     t.close()
 
 
+@pytest.mark.parametrize("parser", ["hiredis", "python"])
+def test_both_reply_parsers_read_large_batches_and_error_replies(
+    redis_server: RedisServer, redis_client: Any, monkeypatch: pytest.MonkeyPatch, parser: str
+) -> None:
+    """hiredis when installed, else the pure-Python fallback: the same events either way,
+    replies cut by many reads included (200 entries of 4 KiB in one read)."""
+    from aikit_transports.contrib.redis import connection, resp
+
+    if parser == "hiredis":
+        if resp.hiredis is None:
+            pytest.skip("hiredis is not installed")
+        monkeypatch.setattr(connection, "new_reader", resp.hiredis_reader)
+    else:
+        monkeypatch.setattr(connection, "new_reader", resp.Reader)
+    sent = [f"{i:04d}" + "x" * 4096 for i in range(200)]
+    for data in sent:
+        xadd(redis_client, "s", data)
+    xadd_end(redis_client, "s")
+    t = reader(redis_server, last_event_id="0", count=500)
+    assert [e.data for e in collect(t)] == sent
+    t.close()
+    redis_client.set("k", "a string")
+    link = connection.RedisLink(connection.parse_redis_url(redis_server.url), timeout=5.0)
+    try:
+        with pytest.raises(RedisReplyError, match="WRONGTYPE") as caught:
+            link.pipeline(("PING",), ("XLEN", "k"))
+        assert caught.value.code == "WRONGTYPE"
+        assert link.call("XLEN", "s") == 201  # the link goes on after an error reply
+        small = link._reader
+        assert link.call("PING") == b"PONG" and link._reader is small
+        assert len(link.call("XRANGE", "s", "-", "+")) == 201
+        # a fresh reader once a large reply is read: the link does not hold its memory
+        assert link._reader is not small and not link._reader.has_data()
+    finally:
+        link.close()
+
+
 # --- bad input ---------------------------------------------------------------------------------
 
 

@@ -21,15 +21,25 @@ from aikit_transports.contrib.redis import (
     encode_end_marker,
     encode_envelope,
     parse_redis_url,
+    resp,
 )
 from aikit_transports.contrib.redis.envelope import decode_fields, pack_entry, pack_event
 from aikit_transports.contrib.redis.resp import (
     Incomplete,
+    Reader,
     ReplyError,
+    ReplyReader,
+    hiredis_reader,
+    new_reader,
     pack_args,
     pack_command,
     parse_reply,
 )
+
+#: The readers RedisLink may use: hiredis' (when installed) and the pure-Python fallback.
+READERS = [pytest.param(Reader, id="python")]
+if resp.hiredis is not None:
+    READERS.append(pytest.param(hiredis_reader, id="hiredis"))
 
 
 def _round_trip(data: Any, **kw: Any) -> Any:
@@ -225,6 +235,15 @@ replies = st.recursive(
     lambda children: st.lists(children, max_size=5),
     max_leaves=20,
 )
+#: What Redis can send: integers are signed 64-bit (hiredis refuses others as malformed).
+redis_replies = st.recursive(
+    st.none()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.binary(max_size=20)
+    | st.sampled_from([b"\r\n", b"$3\r\n"]),
+    lambda children: st.lists(children, max_size=5),
+    max_leaves=20,
+)
 
 
 @given(replies)
@@ -243,6 +262,57 @@ def test_simple_strings_errors_and_null_arrays() -> None:
     assert isinstance(error, ReplyError) and error.code == "BUSYGROUP"
     with pytest.raises(ValueError):
         parse_reply(b"?what\r\n")
+
+
+@pytest.mark.parametrize("make", READERS)
+@given(value=st.lists(redis_replies, min_size=1, max_size=3), cuts=st.lists(st.integers(0, 400)))
+def test_readers_give_what_parse_reply_gives_whatever_the_reads(
+    make: Any, value: list[Any], cuts: list[int]
+) -> None:
+    wire = b"".join(map(_encode_reply, value))
+    reader: ReplyReader = make()
+    got = []
+    start = 0
+    for cut in sorted({c for c in cuts if c < len(wire)} | {len(wire)}):
+        reader.feed(wire[start:cut])
+        start = cut
+        reply = reader.gets()
+        while reply is not False:
+            got.append(reply)
+            reply = reader.gets()
+    assert got == value
+
+
+@pytest.mark.parametrize("make", READERS)
+def test_readers_give_simple_strings_errors_and_nulls_as_parse_reply_does(make: Any) -> None:
+    reader: ReplyReader = make()
+    assert reader.gets() is False
+    reader.feed(b"+OK\r\n*-1\r\n$-1\r\n:-7\r\n*2\r\n-NOGROUP no such key\r\n$1\r\nx\r\n")
+    assert [reader.gets() for _ in range(4)] == [b"OK", None, None, -7]
+    error, item = reader.gets()
+    assert isinstance(error, ReplyError) and error.code == "NOGROUP"
+    assert error.message == "NOGROUP no such key" and item == b"x"
+    reader.feed(b"-weird \xff\r\n")
+    error = reader.gets()
+    assert isinstance(error, ReplyError) and error.code == "ERR"
+    assert error.message == "weird \ufffd" and reader.gets() is False
+    reader.feed(b"+OK\r\n+O")
+    assert reader.gets() == b"OK" and reader.has_data()
+    assert reader.gets() is False and reader.has_data()
+    reader.feed(b"K\r\n")
+    assert reader.gets() == b"OK" and not reader.has_data()
+    reader.feed(b"?what\r\n")
+    with pytest.raises(ValueError):
+        reader.gets()
+
+
+def test_new_reader_is_hiredis_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    if resp.hiredis is not None:
+        assert isinstance(new_reader(), resp.hiredis.Reader)
+    monkeypatch.setattr(resp, "hiredis", None)
+    assert isinstance(new_reader(), Reader)
+    with pytest.raises(ImportError, match="aikit-transports"):
+        hiredis_reader()
 
 
 def test_commands_are_packed_as_bulk_strings() -> None:

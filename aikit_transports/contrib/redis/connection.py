@@ -21,7 +21,7 @@ import redis.exceptions
 
 from ...errors import ConnectError, HeartbeatTimeout, ProtocolError, TransportError
 from ...redact import describe_exception
-from .resp import Incomplete, ReplyError, pack_command, parse_reply
+from .resp import ReplyError, ReplyReader, new_reader, pack_command
 
 __all__ = [
     "RedisAddress",
@@ -37,8 +37,12 @@ OWN_PARAMS = ("stream", "group", "consumer")
 _SCHEMES = ("redis", "rediss", "unix")
 #: Options of redis-py's pools, not of its connections: accepted in URLs, unused here.
 _POOL_ONLY = ("max_connections", "timeout")
-#: Error replies worth another try (the server is loading, failing over or lost a group).
 _READ_SIZE = 256 * 1024
+#: hiredis keeps a buffer as large as what it was fed until its next feed: past this many bytes
+#: fed, a link that has read all it was sent takes a fresh reader, so that a link waiting (in
+#: ``XREAD BLOCK``, or idle) does not hold the last large reply's memory.
+_FRESH_READER_AFTER = 16 * 1024
+#: Error replies worth another try (the server is loading, failing over or lost a group).
 _RETRYABLE_CODES = frozenset(
     {"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOGROUP"}
 )
@@ -209,10 +213,10 @@ class RedisLink:
     """One connection, used by one thread at a time; :meth:`interrupt` works from any thread.
 
     ``redis-py`` opens it (TLS, ``AUTH``, ``SELECT``); commands and replies then go over its
-    socket in RESP2 (see :mod:`.resp`). Every failure comes out as a
-    :class:`~aikit_transports.TransportError` (``ConnectError`` naming the host and port,
-    ``HeartbeatTimeout``, or :class:`RedisReplyError`), and the connection is dropped after any
-    failure but an error reply, so the next call reconnects.
+    socket in RESP2 (see :mod:`.resp`; ``hiredis`` parses the replies when installed). Every
+    failure comes out as a :class:`~aikit_transports.TransportError` (``ConnectError`` naming
+    the host and port, ``HeartbeatTimeout``, or :class:`RedisReplyError`), and the connection
+    is dropped after any failure but an error reply, so the next call reconnects.
     """
 
     def __init__(
@@ -227,7 +231,8 @@ class RedisLink:
         self._factory: Callable[[], Any] = lambda: address.connection_class(**kwargs)
         self._conn: Optional[Any] = None
         self._sock: Optional[socket.socket] = None
-        self._buffer = b""
+        self._reader: Optional[ReplyReader] = None
+        self._fed = 0  # bytes fed to the reader
 
     def connect(self) -> None:
         """Open the connection (and authenticate, select the database) if it is not open."""
@@ -245,7 +250,8 @@ class RedisLink:
             self.close()
             raise ConnectError(f"cannot use the connection to Redis at {self.where}")
         self._sock = sock
-        self._buffer = b""
+        self._reader = new_reader()
+        self._fed = 0
 
     def call(self, *args: Any) -> Any:
         """Send one command and return its raw reply (connecting first when needed)."""
@@ -287,20 +293,21 @@ class RedisLink:
             )
 
     def _read_reply(self, sock: socket.socket) -> Any:
-        buffer = self._buffer
-        while True:
-            if buffer:
-                try:
-                    reply, used = parse_reply(buffer)
-                except Incomplete:
-                    pass
-                else:
-                    self._buffer = buffer[used:]
-                    return reply
+        reader = self._reader
+        if reader is None:  # closed from another thread
+            raise redis.exceptions.ConnectionError("the connection was closed")
+        reply = reader.gets()
+        while reply is False:  # no RESP2 reply is False: the reader wants more bytes
             chunk = sock.recv(_READ_SIZE)
             if not chunk:
                 raise redis.exceptions.ConnectionError("the server closed the connection")
-            buffer = buffer + chunk if buffer else chunk
+            reader.feed(chunk)
+            self._fed += len(chunk)
+            reply = reader.gets()
+        if self._fed > _FRESH_READER_AFTER and not reader.has_data() and self._reader is reader:
+            self._reader = new_reader()
+            self._fed = 0
+        return reply
 
     def interrupt(self) -> None:
         """Wake a thread blocked on this connection (from another thread): the blocked call
@@ -313,7 +320,7 @@ class RedisLink:
     def close(self) -> None:
         """Drop the connection; the next call opens a new one."""
         self._sock = None
-        self._buffer = b""
+        self._reader = None
         conn = self._conn
         if conn is not None:
             with contextlib.suppress(Exception):
