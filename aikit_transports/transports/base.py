@@ -231,7 +231,8 @@ class BaseTransport(Callbacks):
         self._attempt = 0  # failed attempts in a row
         self._data_seen = False
         self._last_error: Optional[TransportError] = None  # of the last failed attempt
-        self._attempt_starts: deque[float] = deque(maxlen=_MAX_ATTEMPTS_PER_SECOND)
+        # when the last attempts started (a list: a deque costs 760 bytes per transport)
+        self._attempt_starts: list[float] = []
         # Ids of recently delivered events (wires that resume by id keep them, see _publish),
         # and while a resumed response may replay, the ids it must not deliver again.
         self._recent_ids: Optional[deque[Optional[str]]] = None
@@ -247,7 +248,7 @@ class BaseTransport(Callbacks):
         self._listeners_lock = threading.Lock()
         self._retired_dropped = 0
         self._paused = False
-        self._pause_cond = threading.Condition()
+        self._pause_cond = self._state_cond  # one condition serves both waits
         self._m = MetricsRecorder()
         # Called with each batch once a consumer took it (listeners returned, or an iterator
         # asked for the next event): wires that acknowledge deliveries (Redis groups) set it.
@@ -782,7 +783,9 @@ class BaseTransport(Callbacks):
                 yield pause
                 if self._stop.is_set():
                     return
-            self._attempt_starts.append(time.monotonic())
+            starts = self._attempt_starts
+            starts.append(time.monotonic())
+            del starts[:-_MAX_ATTEMPTS_PER_SECOND]
             self._emit("connecting")
             outcome: Union[str, TransportError, None]
             self._data_seen = False

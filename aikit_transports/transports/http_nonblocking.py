@@ -52,6 +52,13 @@ class NonBlockingBody:
             return None
         return cls(sock, plain, encoding)
 
+    def _drop_fp(self) -> None:
+        """http.client's reader is empty: close it, which frees its 8 KiB buffer for as long
+        as the stream lives (the socket stays open: it is only closed with the response)."""
+        fp, self._fp = self._fp, None
+        if fp is not None:
+            fp.close()
+
     def more(self) -> bool:
         """Whether a read now may find more without the socket becoming readable again: bytes
         in http.client's buffer or decrypted by TLS already (the selector sees only the
@@ -71,12 +78,12 @@ class NonBlockingBody:
                 if fp is not None:  # http.client's buffer first, until it is empty
                     data = fp.read1(size)
                     if not data:  # empty, and nothing on the socket yet (or its end)
-                        self._fp = None
+                        self._drop_fp()
                         return None
                 else:
                     data = self._sock.recv(size)
             except _WOULD_BLOCK:
-                self._fp = None
+                self._drop_fp()
                 return None
             if not data:
                 decoder.end()  # raises when the body was cut short
