@@ -172,6 +172,18 @@ def wait_until() -> Callable[..., Any]:
 
 
 @pytest.fixture
+def shared_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Transports started in the test run on the shared I/O threads (whatever the environment)."""
+    monkeypatch.setenv("AIKIT_TRANSPORTS_IO", "shared")
+
+
+@pytest.fixture
+def reader_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Transports started in the test each run on a reader thread of their own."""
+    monkeypatch.setenv("AIKIT_TRANSPORTS_IO", "threads")
+
+
+@pytest.fixture
 def stream_server() -> Iterator[StreamServer]:
     """A started :class:`aikit_transports.testing.StreamServer` on 127.0.0.1, closed afterwards."""
     from aikit_transports.testing import StreamServer

@@ -668,7 +668,7 @@ def test_http_wires_of_one_manager_share_connections(
 
 
 @pytest.mark.slow
-def test_500_websocket_transports_run_on_a_few_shared_threads() -> None:
+def test_500_websocket_transports_run_on_a_few_shared_threads(shared_io: None) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from aikit_transports.testing.ws import WebSocketServer

@@ -750,7 +750,7 @@ def test_stream_drops_and_the_session_resumes(server: WebSocketServer) -> None:
 
 
 def test_heartbeats_of_many_transports_share_the_io_threads(
-    server: WebSocketServer, wait_until: Any
+    server: WebSocketServer, wait_until: Any, shared_io: None
 ) -> None:
     before = set(threading.enumerate())
     transports = [
@@ -769,9 +769,8 @@ def test_heartbeats_of_many_transports_share_the_io_threads(
 
 
 def test_with_reader_threads_heartbeats_share_one_timer_thread(
-    server: WebSocketServer, wait_until: Any, monkeypatch: pytest.MonkeyPatch
+    server: WebSocketServer, wait_until: Any, reader_threads: None
 ) -> None:
-    monkeypatch.setenv("AIKIT_TRANSPORTS_IO", "threads")
     before = set(threading.enumerate())
     transports = [
         WebSocketTransport(server.url("/silent"), heartbeat_interval=0.05) for _ in range(10)
@@ -800,11 +799,10 @@ def test_a_slow_link_delays_but_delivers(proxy: FaultProxy) -> None:
 
 
 def test_an_idle_reader_with_heartbeats_waits_without_a_timeout(
-    server: WebSocketServer, wait_until: Any, monkeypatch: pytest.MonkeyPatch
+    server: WebSocketServer, wait_until: Any, reader_threads: None
 ) -> None:
     # no periodic wake-ups of its own (122/s for 1,000 idle streams before): a missed pong
     # shuts the socket down, which wakes the read; without heartbeats, idle_timeout needs them
-    monkeypatch.setenv("AIKIT_TRANSPORTS_IO", "threads")
 
     def read_timeout(t: WebSocketTransport) -> Any:
         sock = t._sock
@@ -817,7 +815,7 @@ def test_an_idle_reader_with_heartbeats_waits_without_a_timeout(
 
 
 def test_on_the_io_threads_only_a_stream_without_heartbeats_has_a_stall_deadline(
-    server: WebSocketServer, wait_until: Any
+    server: WebSocketServer, wait_until: Any, shared_io: None
 ) -> None:
     def stall_timer(t: WebSocketTransport) -> Any:
         io = t._io

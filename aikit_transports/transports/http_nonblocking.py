@@ -54,9 +54,11 @@ class NonBlockingBody:
 
     def _drop_fp(self) -> None:
         """http.client's reader is empty: close it, which frees its 8 KiB buffer for as long
-        as the stream lives (the socket stays open: it is only closed with the response)."""
+        as the stream lives. Not when it holds the last reference to the socket (http.client
+        closed its connection, as it does for a response that ends with it): that would close
+        the socket itself."""
         fp, self._fp = self._fp, None
-        if fp is not None:
+        if fp is not None and not getattr(self._sock, "_closed", True):
             fp.close()
 
     def more(self) -> bool:
