@@ -46,7 +46,10 @@ ensure-redis:
 
 # `make test` (what CI runs) is the main suite on .venv's Python, then the same suite on the oldest
 # supported Python with the lowest declared versions of the runtime dependencies (test-floor), so
-# neither the 3.9 support nor a floor in setup.cfg can silently rot. Where that Python is missing
+# neither the 3.9 support nor a floor in setup.cfg can silently rot. The main suite runs the
+# transports as users get them (AIKIT_TRANSPORTS_IO=auto: a lone transport on its own reader
+# thread), the floor run puts every one on the shared I/O threads, so both ways are tested in
+# full. Where that Python is missing
 # (a fresh machine with only python3), the floor run is skipped with a warning, except in CI
 # (CI=true), where it must run.
 test: test-main
@@ -102,7 +105,7 @@ $(eval $(call matrix-venv,$(MATRIX_DIR)/floor,$(FLOOR_PYTHON),$(FLOOR_PINS),Make
 
 test-floor: $(MATRIX_DIR)/floor/.aikit-installed ensure-redis
 	@echo "== Python $(FLOOR_PYTHON) with the lowest supported $(FLOOR_PINS)"
-	$(MATRIX_DIR)/floor/bin/python -m pytest $(PYTEST_ARGS)
+	AIKIT_TRANSPORTS_IO=shared $(MATRIX_DIR)/floor/bin/python -m pytest $(PYTEST_ARGS)
 
 # Every Python of the classifiers, then the floors; one at a time, stopping at the first failure
 # (`make -k test-matrix` runs them all and reports each).

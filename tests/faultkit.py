@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import sys
 import threading
 import tracemalloc
 from typing import Any, Callable, Dict, List, Tuple
@@ -269,13 +268,7 @@ def allocations_while_idle(
     def reader_in_a_read(t: BaseTransport) -> bool:
         if t._io is not None:  # on the shared I/O threads: its socket waits in a selector
             return t._io.waiting()
-        reader = t._reader
-        frame = sys._current_frames().get(reader.ident or 0) if reader is not None else None
-        names = set()
-        while frame is not None:
-            names.add(frame.f_code.co_name)
-            frame = frame.f_back
-        return "_read_body" in names and "readinto" in names
+        return t._waiting_since is not None  # its reader thread waits in a poll
 
     tracemalloc.start()
     try:

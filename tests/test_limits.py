@@ -317,8 +317,10 @@ def test_a_paused_consumer_of_an_endless_stream_holds_bounded_memory(
         f"{paused_at} events received, {size} buffered",
     )
     before, after = received[:delivered], received[delivered:]
-    assert before == list(range(1, delivered + 1))  # what was delivered stays delivered
-    assert after == sorted(set(after))  # in order, never twice
+    # in order, never twice (listeners run behind the reader: with a drop strategy, a flood
+    # may drop events before they were delivered, even before the pause)
+    assert before == sorted(set(before)) and after == sorted(set(after))
+    assert not after or after[0] > before[-1]
     if strategy in ("block", "unlimited"):
         assert received == list(range(1, len(received) + 1))  # nothing lost
         if strategy == "block":
@@ -331,10 +333,9 @@ def test_a_paused_consumer_of_an_endless_stream_holds_bounded_memory(
         assert t.metrics.messages_dropped >= 20 * MAX_SIZE
         assert used < 16 * MB
         if strategy == "drop-newest":  # the oldest were kept: no gap right after the pause
-            # (listeners may lag behind the reader, so drops may have begun before the pause)
-            assert after[0] == delivered + 1
+            assert after[0] == before[-1] + 1
         else:  # the newest were kept: a gap right after the pause
-            assert after[0] > delivered + 1
+            assert after[0] > before[-1] + 1
 
 
 # -- idle streams ------------------------------------------------------------------------------

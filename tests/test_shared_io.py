@@ -221,3 +221,26 @@ def test_workers_end_once_no_transport_uses_them() -> None:
     assert done.wait(5)
     assert any(n.startswith("aikit-worker-test") for n in library_threads())
     workers.release()  # the leak guard checks that the worker ends now
+
+
+def test_by_default_a_lone_transport_reads_on_its_own_thread_and_the_others_share(
+    servers: Dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIKIT_TRANSPORTS_IO", "auto")
+    lone = make("sse", servers, count=1)
+    joining = [make(wire, servers, count=1) for wire in ("sse", "websocket", "http-stream")]
+    try:
+        lone.connect()
+        assert lone._io is None and f"aikit-sse-{lone.id}" in library_threads()
+        for t in joining:
+            t.connect()
+            assert t._io is not None
+    finally:
+        for t in [lone, *joining]:
+            t.close()
+    again = make("websocket", servers, count=1)  # alone again
+    try:
+        again.connect()
+        assert again._io is None
+    finally:
+        again.close()

@@ -802,16 +802,11 @@ def test_an_idle_reader_with_heartbeats_waits_without_a_timeout(
     server: WebSocketServer, wait_until: Any, reader_threads: None
 ) -> None:
     # no periodic wake-ups of its own (122/s for 1,000 idle streams before): a missed pong
-    # shuts the socket down, which wakes the read; without heartbeats, idle_timeout needs them
-
-    def read_timeout(t: WebSocketTransport) -> Any:
-        sock = t._sock
-        return "unset" if sock is None or t._recv_since is None else sock.gettimeout()
-
+    # shuts the socket down, which wakes the wait; without heartbeats, idle_timeout needs them
     with WebSocketTransport(server.url("/silent"), heartbeat_interval=30.0) as t:
-        assert wait_until(lambda: read_timeout(t) != "unset") and read_timeout(t) is None
+        assert wait_until(lambda: t._waiting_since is not None) and t._stall_limit() is None
     with WebSocketTransport(server.url("/silent"), heartbeat_interval=None, idle_timeout=5) as t:
-        assert wait_until(lambda: read_timeout(t) != "unset") and read_timeout(t) == 5
+        assert wait_until(lambda: t._waiting_since is not None) and t._stall_limit() == 5
 
 
 def test_on_the_io_threads_only_a_stream_without_heartbeats_has_a_stall_deadline(
@@ -819,7 +814,7 @@ def test_on_the_io_threads_only_a_stream_without_heartbeats_has_a_stall_deadline
 ) -> None:
     def stall_timer(t: WebSocketTransport) -> Any:
         io = t._io
-        return "unset" if io is None or t._recv_since is None else io._stall
+        return "unset" if io is None or t._waiting_since is None else io._stall
 
     with WebSocketTransport(server.url("/silent"), heartbeat_interval=30.0) as t:
         assert wait_until(lambda: stall_timer(t) != "unset") and stall_timer(t) is None

@@ -61,7 +61,7 @@ from ..redact import redact_url
 from ..timers import Scheduler, default_scheduler
 from ..validate import check_seconds
 from .callbacks import Callbacks
-from .io_loop import shared_io_enabled
+from .io_loop import Waiter, run_ended, run_shared
 from .iterator import EventIterator, _NotConnectedInTime
 from .shared import READ, SharedRunner, Steps
 
@@ -230,6 +230,9 @@ class BaseTransport(Callbacks):
         self._reader_done = False
         self._attempt = 0  # failed attempts in a row
         self._data_seen = False
+        # Since when the reader waits for bytes (None while it delivers, or rests for a full
+        # buffer): a WebSocket heartbeat deadline only counts that time.
+        self._waiting_since: Optional[float] = None
         self._last_error: Optional[TransportError] = None  # of the last failed attempt
         # when the last attempts started (a list: a deque costs 760 bytes per transport)
         self._attempt_starts: list[float] = []
@@ -722,8 +725,10 @@ class BaseTransport(Callbacks):
 
     def _new_runner(self) -> _Runner:
         """The shared I/O threads when the wire reads without blocking and the process uses
-        them (see :mod:`.shared`), else a reader thread of the transport's own."""
-        if self.shared_io and shared_io_enabled():
+        them (see :mod:`.shared` and :func:`.io_loop.run_shared`), else a reader thread of the
+        transport's own."""
+        shared = run_shared()
+        if self.shared_io and shared:
             self._io = SharedRunner(self)
             return self._io
         return threading.Thread(
@@ -769,6 +774,7 @@ class BaseTransport(Callbacks):
                 err.__cause__ = exc
                 self._fail(err)
         finally:
+            run_ended()
             self._reader_exited()
 
     def _loop(self) -> Steps:
@@ -1027,6 +1033,31 @@ class BaseTransport(Callbacks):
         raise NotImplementedError
 
     def _read(self) -> str:
+        """The reader thread's read of the open stream: ``_read_ready`` whenever the socket has
+        bytes, waiting for them in between (a poll: no read buffer is held while the stream is
+        quiet); the wire's own ``_read_blocking`` for a connection it cannot read so."""
+        sock = self._read_start()
+        if sock is None:
+            return self._read_blocking()
+        limit = self._stall_limit()
+        waiter = Waiter(sock)
+        stop = self._stop
+        monotonic = time.monotonic
+        while not stop.is_set():
+            outcome = self._read_ready()
+            if outcome is not None:
+                return outcome
+            self._waiting_since = monotonic()
+            readable = waiter.wait(limit)
+            self._waiting_since = None
+            if not readable:  # ``limit`` of silence, unless traffic came just before the wait
+                last = self._m.last_traffic_at
+                if limit is not None and (last is None or monotonic() - last >= limit):
+                    raise self._stall_error()
+        return EOF_
+
+    def _read_blocking(self) -> str:
+        """Read a connection that ``_read_start`` cannot read without blocking (on a thread)."""
         raise NotImplementedError
 
     def _release(self) -> None:

@@ -468,7 +468,8 @@ class HTTPTransportBase(BaseTransport):
         """The outcome of a read once the body ended (NDJSON flushes a last line here)."""
         return outcome
 
-    def _read(self) -> str:
+    def _read_blocking(self) -> str:
+        # a body only urllib3 decodes (br, zstd), or no socket of http.client's to read
         return self._body_ended(self._read_body(*self._body_parser()))
 
     def _read_start(self) -> Optional[socket.socket]:

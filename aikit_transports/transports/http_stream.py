@@ -183,10 +183,10 @@ class HTTPStreamTransport(HTTPTransportBase):
         self._start_body(resp)
         return None
 
-    def _read(self) -> str:
+    def _read_blocking(self) -> str:
         if self._long_poll:
             return self._poll_loop()
-        return super()._read()
+        return super()._read_blocking()
 
     def _read_start(self) -> Optional[socket.socket]:
         return None if self._long_poll else super()._read_start()  # a poll loop blocks

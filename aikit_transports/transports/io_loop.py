@@ -13,19 +13,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import selectors
 import socket
 import threading
 import time
 from collections import deque
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..timers import Scheduler
 
 __all__ = [
     "IOLoop",
+    "Waiter",
     "Workers",
-    "shared_io_enabled",
+    "ready",
+    "run_ended",
+    "run_shared",
     "shared_loop",
     "shared_workers",
     "IO_THREADS",
@@ -40,6 +44,47 @@ IO_THREADS = 2
 WORKERS = 8
 #: Seconds an idle worker waits for work before it ends.
 _WORKER_IDLE = 2.0
+
+
+if hasattr(select, "poll"):
+
+    def ready(sock: socket.socket, timeout: Optional[float], *, write: bool = False) -> bool:
+        """Whether ``sock`` is readable (``write``: writable) within ``timeout`` seconds (``poll``:
+        no ``FD_SETSIZE`` limit, unlike ``select``, so descriptors past 1,024 work)."""
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT if write else select.POLLIN)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
+
+else:  # pragma: no cover - Windows
+
+    def ready(sock: socket.socket, timeout: Optional[float], *, write: bool = False) -> bool:
+        """Whether ``sock`` is readable (``write``: writable) within ``timeout`` seconds."""
+        ready_sockets = (
+            select.select([], [sock], [], timeout)[1]
+            if write
+            else (select.select([sock], [], [], timeout)[0])
+        )
+        return bool(ready_sockets)
+
+
+class Waiter:
+    """Waits for one socket to become readable, again and again (one ``poll`` object)."""
+
+    __slots__ = ("_poll", "_sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._poll: Optional[Any] = None
+        if hasattr(select, "poll"):
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
+
+    def wait(self, timeout: Optional[float]) -> bool:
+        """Whether the socket became readable (or its end came) within ``timeout`` seconds."""
+        poll = self._poll
+        if poll is None:  # pragma: no cover - Windows
+            return ready(self._sock, timeout)
+        return bool(poll.poll(None if timeout is None else timeout * 1000))
 
 
 def _call(callback: Callable[[], None]) -> None:
@@ -247,10 +292,30 @@ def _io_threads() -> int:
         return IO_THREADS
 
 
-def shared_io_enabled() -> bool:
-    """Whether transports whose wire allows it run on the shared I/O threads (the default), or
-    each on a reader thread of its own (``AIKIT_TRANSPORTS_IO=threads``)."""
-    return os.environ.get("AIKIT_TRANSPORTS_IO", "shared").lower() != "threads"
+_running = 0  # transports started and not ended, in this process
+
+
+def run_shared() -> bool:
+    """Whether a transport that starts now runs on the shared I/O threads, and count it in.
+
+    ``AIKIT_TRANSPORTS_IO`` decides: ``shared`` always, ``threads`` never (a reader thread of
+    its own each), ``auto`` (the default) unless it is the only one running: a lone transport
+    reads on its own thread, which measures faster for one stream (no hand-over between
+    threads), and every one that joins it goes to the shared threads.
+    """
+    global _running
+    mode = os.environ.get("AIKIT_TRANSPORTS_IO", "auto").lower()
+    with _lock:
+        alone = _running == 0
+        _running += 1
+    return mode == "shared" or (mode != "threads" and not alone)
+
+
+def run_ended() -> None:
+    """A transport counted by :func:`run_shared` ended."""
+    global _running
+    with _lock:
+        _running -= 1
 
 
 def shared_loop() -> IOLoop:

@@ -53,10 +53,11 @@ class _Driven(Protocol):
     _stop: threading.Event
     _listener_buf: Optional[MessageBuffer[Event]]
     _m: Any
+    _waiting_since: Optional[float]
 
     def _loop(self) -> Steps: ...
     def _run_ended(self, exc: Optional[BaseException]) -> None: ...
-    def _read(self) -> str: ...
+    def _read_blocking(self) -> str: ...
     def _read_start(self) -> Optional[socket.socket]: ...
     def _read_ready(self) -> Optional[str]: ...
     def _stall_limit(self) -> Optional[float]: ...
@@ -244,6 +245,7 @@ class SharedRunner:
             return
         self._sock = sock
         self._phase = _Phase.READING
+        t._waiting_since = time.monotonic()
         self._arm_stall(t._stall_limit())
         self._readable()
         if self._phase is _Phase.READING:
@@ -273,21 +275,26 @@ class SharedRunner:
         if outcome is not None:
             self._read_over(outcome, None)
         elif self._held:
-            self._unregister()
-            self._phase = _Phase.HELD
+            self._rest()
 
     def _read_over(self, outcome: Optional[str], exc: Optional[BaseException]) -> None:
         """The read ended; events still held for a full buffer are delivered first."""
         if self._held:
             self._outcome = (outcome, exc)
-            self._unregister()
-            self._phase = _Phase.HELD
+            self._rest()
             return
         self._end_read(outcome, exc)
+
+    def _rest(self) -> None:
+        """A full buffer: the socket leaves the selector until there is room."""
+        self._unregister()
+        self._phase = _Phase.HELD
+        self._t._waiting_since = None
 
     def _end_read(self, outcome: Optional[str], exc: Optional[BaseException]) -> None:
         self._unregister()
         self._sock = None
+        self._t._waiting_since = None
         for timer in (self._stall, self._again):
             if timer is not None:
                 timer.cancel()
@@ -341,6 +348,7 @@ class SharedRunner:
             self._end_read(*pending)
             return
         self._phase = _Phase.READING
+        self._t._waiting_since = time.monotonic()
         self._readable()
         if self._phase is _Phase.READING:
             self._register()
@@ -378,7 +386,7 @@ class SharedRunner:
 
     def _blocking_read(self) -> None:
         try:
-            outcome = self._t._read()
+            outcome = self._t._read_blocking()
         except BaseException as exc:
             self.loop.call_soon(functools.partial(self._resume, None, exc))
         else:

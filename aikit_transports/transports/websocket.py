@@ -22,7 +22,6 @@ Locks and queues, each named for its job:
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import socket
 import ssl
@@ -56,9 +55,10 @@ from ..redact import describe_exception, redact_headers
 from ..timers import Scheduler, TimerHandle
 from ..validate import check_int, check_seconds
 from .base import DONE, EOF_, BaseTransport
+from .io_loop import ready
 from .sessions import user_agent
 from .ws_connect import Connector
-from .ws_frames import Outgoing, client_frame, closed_error, encode, ready, send_all, shutdown
+from .ws_frames import Outgoing, client_frame, closed_error, encode, send_all, shutdown
 
 __all__ = ["WebSocketTransport"]
 
@@ -244,19 +244,10 @@ class WebSocketTransport(BaseTransport):
             url=url,
             timeout=self.timeout,
         )
-        # Reads wait without a timeout while heartbeats run (a missed pong shuts the socket
-        # down, which wakes them): an idle stream makes no wake-ups of its own. Without
-        # heartbeats, they wake up often enough to notice idle_timeout of silence.
-        idle = self.idle_timeout
-        self._io_timeout: Optional[float] = (
-            None if heartbeat_interval else min(self.timeout, idle) if idle else self.timeout
-        )
-
         self._parser = FrameParser(max_message_bytes, self.id)
         self._deflater: Optional[Deflater] = None  # compression of this connection's sends
         self._sock: Optional[socket.socket] = None
         self._leftover = b""  # frames that came with the handshake response
-        self._recv_since: Optional[float] = None  # set while the reader waits on the socket
         self._heartbeat_error: Optional[HeartbeatTimeout] = None
         self._write_error: Optional[BaseException] = None
         self._closing = False  # our close frame went out on this connection
@@ -429,7 +420,6 @@ class WebSocketTransport(BaseTransport):
     def _release(self) -> None:
         self._stop_heartbeat()
         sock, self._sock = self._sock, None
-        self._recv_since = None
         self._leftover = b""
         if sock is not None:
             shutdown(sock)  # wakes a send blocked on this socket, so the lock comes free
@@ -450,38 +440,6 @@ class WebSocketTransport(BaseTransport):
         return self.idle_timeout
 
     # -- reading ------------------------------------------------------------------------
-
-    def _read(self) -> str:
-        sock = self._sock
-        if sock is None:
-            return EOF_
-        self._start_heartbeat(sock)
-        with contextlib.suppress(OSError):
-            sock.settimeout(self._io_timeout)
-        recv = self._tls_recv if isinstance(sock, ssl.SSLSocket) else sock.recv
-        monotonic = time.monotonic
-        stop = self._stop
-        chunk, self._leftover = self._leftover, b""  # frames sent with the handshake answer
-        try:
-            while not stop.is_set():
-                if not chunk:
-                    self._recv_since = monotonic()
-                    while True:
-                        try:
-                            chunk = recv(_READ_SIZE)
-                            break
-                        except socket.timeout:
-                            self._quiet()
-                    self._recv_since = None
-                    if not chunk:
-                        raise self._lost(None)
-                outcome = self._take(sock, chunk)
-                if outcome is not None:
-                    return outcome
-                chunk = b""
-        except OSError as exc:
-            raise self._lost(exc) from None
-        return EOF_
 
     def _take(self, sock: socket.socket, chunk: bytes) -> Optional[str]:
         """Parse what was read and hand it on: pongs first, then messages; the outcome once a
@@ -507,8 +465,6 @@ class WebSocketTransport(BaseTransport):
             return self._on_close_frame(sock, *parser.closed)
         return None
 
-    # -- reading on the shared I/O threads ------------------------------------------------
-
     def _read_start(self) -> Optional[socket.socket]:
         sock = self._sock
         if sock is None:
@@ -516,8 +472,10 @@ class WebSocketTransport(BaseTransport):
         self._start_heartbeat(sock)
         with self._frame_write_lock:  # writers wait for room themselves from now on
             sock.settimeout(0)
-        self._recv_since = time.monotonic()
         return sock
+
+    def _read_blocking(self) -> str:
+        return EOF_  # no connection to read
 
     def _read_ready(self) -> Optional[str]:
         sock = self._sock
@@ -548,15 +506,17 @@ class WebSocketTransport(BaseTransport):
 
     def _recv_now(self, sock: socket.socket, tls: bool) -> Optional[bytes]:
         """What the (non-blocking) socket holds, ``b""`` at its end, ``None`` when nothing yet.
-        TLS reads take the write lock (see ``_tls_recv``); a writer holding it makes the read
-        come back a moment later rather than wait here."""
+        TLS reads take the write lock: OpenSSL forbids using one connection from two threads at
+        once (a read and a write crossing corrupt the session now and then). On an I/O thread,
+        a writer holding it makes the read come back a moment later rather than wait here."""
         try:
             if not tls:
                 return sock.recv(_READ_SIZE)
             lock = self._frame_write_lock
-            if not lock.acquire(blocking=False):
-                if self._io is not None:
-                    self._io.read_again(0.001)
+            io = self._io
+            if not lock.acquire(blocking=io is None):  # the I/O thread never waits for it
+                assert io is not None
+                io.read_again(0.001)
                 return None
             try:
                 return sock.recv(_READ_SIZE)
@@ -572,29 +532,6 @@ class WebSocketTransport(BaseTransport):
         return HeartbeatTimeout(
             f"no data for {self.idle_timeout} s (idle_timeout, heartbeats off): stream stalled"
         )
-
-    def _tls_recv(self, size: int) -> bytes:
-        """Read from a TLS socket without racing a writer.
-
-        OpenSSL forbids using one connection from two threads at once (a read and a write
-        crossing corrupt the session now and then), so the reader waits for data outside
-        ``_frame_write_lock`` and reads inside it, as every writer writes inside it.
-        """
-        sock = self._sock
-        if not isinstance(sock, ssl.SSLSocket):
-            raise OSError("the connection is gone")
-        if not sock.pending() and not ready(sock, self._io_timeout):
-            raise socket.timeout("timed out")
-        with self._frame_write_lock:
-            return sock.recv(size)
-
-    def _quiet(self) -> None:
-        """The socket was silent for ``_io_timeout``: a stall only without heartbeats."""
-        if self.heartbeat_interval or not self.idle_timeout or self._stop.is_set():
-            return
-        last = self._m.last_traffic_at
-        if last is not None and time.monotonic() - last >= self.idle_timeout:
-            raise self._stall_error()
 
     def _lost(self, exc: Optional[BaseException]) -> TransportError:
         """Why the connection went away (the socket reported EOF or an error)."""
@@ -708,7 +645,7 @@ class WebSocketTransport(BaseTransport):
             last = self._m.last_traffic_at
             if last is not None and last >= sent_at:
                 return  # a pong or other frame arrived
-            since = self._recv_since
+            since = self._waiting_since
             if since is None:
                 return  # the reader is busy or blocked: the next ping checks again
             waited = time.monotonic() - max(since, sent_at)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json as _json
-import select
 import socket
 import ssl
 from typing import Any, NamedTuple, Optional, Tuple
@@ -19,8 +18,9 @@ from websocket import ABNF
 from ..errors import WebSocketClosed
 from ..logs import server_text
 from ..parsers.websocket import OP_BINARY, OP_TEXT, RECONNECT_CLOSE_CODES, close_code_name
+from .io_loop import ready
 
-__all__ = ["Outgoing", "encode", "client_frame", "ready", "closed_error", "shutdown"]
+__all__ = ["Outgoing", "encode", "client_frame", "closed_error", "send_all", "shutdown"]
 
 
 class Outgoing(NamedTuple):
@@ -54,27 +54,6 @@ def client_frame(payload: bytes, opcode: int, compressed: bool = False) -> bytes
     """A masked client frame (RFC 6455 §5.3), formatted by websocket-client; ``compressed``
     sets RSV1 (RFC 7692 §6)."""
     return ABNF(1, int(compressed), 0, 0, opcode, 1, payload).format()
-
-
-if hasattr(select, "poll"):
-
-    def ready(sock: socket.socket, timeout: Optional[float], *, write: bool = False) -> bool:
-        """Whether ``sock`` is readable (``write``: writable) within ``timeout`` seconds (``poll``:
-        no ``FD_SETSIZE`` limit, unlike ``select``, so descriptors past 1,024 work)."""
-        poller = select.poll()
-        poller.register(sock, select.POLLOUT if write else select.POLLIN)
-        return bool(poller.poll(None if timeout is None else timeout * 1000))
-
-else:  # pragma: no cover - Windows
-
-    def ready(sock: socket.socket, timeout: Optional[float], *, write: bool = False) -> bool:
-        """Whether ``sock`` is readable (``write``: writable) within ``timeout`` seconds."""
-        ready_sockets = (
-            select.select([], [sock], [], timeout)[1]
-            if write
-            else (select.select([sock], [], [], timeout)[0])
-        )
-        return bool(ready_sockets)
 
 
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
