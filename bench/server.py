@@ -198,6 +198,8 @@ class StreamServer:
                 conn.sendall(_ws_accept(headers))
                 self._stream(conn, "ws", n, size, rate)
                 _wait_client_close(conn, rest)
+            elif framing not in SSE_HEADS or (framing == "gzip" and rate):
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
             elif path in ("/sse", "/ndjson"):
                 kind = path[1:]
                 conn.sendall(SSE_HEADS[framing] if kind == "sse" else NDJSON_HEAD)
