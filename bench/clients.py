@@ -3,8 +3,9 @@
 Each client consumes one stream from ``bench/server.py``, checks that it received exactly ``n``
 events and that the last one has id ``n - 1`` (exit status 1 and a message otherwise), and
 prints one JSON line: ``elapsed`` (seconds from before the connection to the last event),
-``count``, ``last_id`` and, in paced mode (``--paced``), ``latency`` (p50 / p99 / max in ms from
-the server's write to the consumer). Teardown is not timed, for any client.
+``count``, ``last_id``, ``cpu`` (CPU seconds of the process, every thread, from the start of
+the run to its end, imports excluded) and, in paced mode (``--paced``), ``latency`` (p50 /
+p99 / max in ms from the server's write to the consumer). Teardown is not timed, for any client.
 
 Memory clients (``memory-*``) open ``n`` idle connections per wire to the idle server instead
 and report resident memory and threads.
@@ -37,6 +38,7 @@ class Result:
         self.last_id: Optional[str] = None
         self.elapsed = 0.0
         self.latencies: List[float] = []
+        self.cpu0 = time.process_time()  # made once the client's imports are done
 
 
 def stamp_of(text: str) -> float:
@@ -560,7 +562,13 @@ def main() -> None:
             f"{args.client}: expected {args.n} events ending with id {expected}, "
             f"got {res.count} ending with id {res.last_id!r}"
         )
-    out: Dict[str, Any] = {"count": res.count, "last_id": res.last_id, "elapsed": res.elapsed}
+    cpu = time.process_time() - res.cpu0
+    out: Dict[str, Any] = {
+        "count": res.count,
+        "last_id": res.last_id,
+        "elapsed": res.elapsed,
+        "cpu": cpu,
+    }
     if args.paced:
         lat = res.latencies[args.warmup :] or res.latencies
         out["latency"] = {

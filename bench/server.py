@@ -6,13 +6,16 @@ closes.
 
 Stream endpoints (port ``P``, one thread per connection; query parameters in brackets):
 
-``/sse``     [``n``, ``size``, ``rate``] ``text/event-stream``: event ``i`` is
-             ``id: i`` + ``data: {"i":i,"text":"xx.."}`` padded so the block is ``size`` bytes
+``/sse``     [``n``, ``size``, ``rate``, ``framing``] ``text/event-stream``: event ``i`` is
+             ``id: i`` + ``data: {"i":i,"text":"xx.."}`` padded so the block is ``size`` bytes;
+             ``framing``: ``chunked`` (the default), ``close`` (no length: the body ends when
+             the connection closes) or ``gzip`` (``Content-Encoding: gzip``, chunked; not paced)
 ``/ndjson``  [``n``, ``size``, ``rate``] ``application/x-ndjson``: ``{"id":i,"text":"xx.."}``
              lines of ``size`` bytes (newline included)
 ``/ws``      [``n``, ``size``, ``rate``] WebSocket text messages ``{"id":i,"text":"xx.."}`` of
              ``size`` bytes, then a close frame 1000
-``/prepare`` [``kind``, ``n``, ``size``] builds and caches a body ahead of the timed runs
+``/prepare`` [``kind``, ``n``, ``size``, ``framing``] builds and caches a body ahead of the
+             timed runs
 
 Ids run from 0 to ``n - 1``. Without ``rate``, the whole response is encoded once, cached,
 and written with ``sendall`` in 1 MiB slices (HTTP bodies are chunked, each HTTP chunk holding
@@ -36,6 +39,7 @@ import socket
 import sys
 import threading
 import time
+import zlib
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,6 +52,16 @@ SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
 )
+SSE_CLOSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+    b"Connection: close\r\n\r\n"
+)
+SSE_GZIP_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+    b"Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+)
+#: SSE framing -> response head
+SSE_HEADS = {"chunked": SSE_HEAD, "close": SSE_CLOSE_HEAD, "gzip": SSE_GZIP_HEAD}
 NDJSON_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
@@ -107,10 +121,19 @@ def http_chunked(pieces: List[bytes]) -> bytes:
     return b"".join(out)
 
 
-def build_body(kind: str, n: int, size: int) -> bytes:
+def build_body(kind: str, n: int, size: int, framing: str = "chunked") -> bytes:
     """The whole pre-encoded response body (WebSocket: every frame and the close frame)."""
     if kind == "sse":
-        return http_chunked([sse_event(i, size) for i in range(n)])
+        events = [sse_event(i, size) for i in range(n)]
+        if framing == "close":
+            return b"".join(events)
+        if framing == "gzip":
+            packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: the gzip container
+            packed = packer.compress(b"".join(events)) + packer.flush()
+            return http_chunked(
+                [packed[i : i + HTTP_CHUNK] for i in range(0, len(packed), HTTP_CHUNK)]
+            )
+        return http_chunked(events)
     if kind == "ndjson":
         return http_chunked([ndjson_line(i, size) for i in range(n)])
     if kind == "ws":
@@ -118,11 +141,11 @@ def build_body(kind: str, n: int, size: int) -> bytes:
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def paced_piece(kind: str, i: int, size: int, stamp: float) -> bytes:
+def paced_piece(kind: str, i: int, size: int, stamp: float, framing: str = "chunked") -> bytes:
     """Event ``i`` stamped with ``stamp``, framed for the wire (its own HTTP chunk or frame)."""
     if kind == "sse":
         block = _padded(b"id: %d\ndata: %.9f " % (i, stamp), b"\n\n", size)
-        return b"%x\r\n%s\r\n" % (len(block), block)
+        return block if framing == "close" else b"%x\r\n%s\r\n" % (len(block), block)
     if kind == "ndjson":
         line = _padded(b'{"id":%d,"t":%.9f,"text":"' % (i, stamp), b'"}\n', size)
         return b"%x\r\n%s\r\n" % (len(line), line)
@@ -138,15 +161,15 @@ class StreamServer:
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
         self.port: int = self.listener.getsockname()[1]
-        self._bodies: Dict[Tuple[str, int, int], bytes] = {}
+        self._bodies: Dict[Tuple[str, int, int, str], bytes] = {}
         self._bodies_lock = threading.Lock()
 
-    def body(self, kind: str, n: int, size: int) -> bytes:
-        key = (kind, n, size)
+    def body(self, kind: str, n: int, size: int, framing: str = "chunked") -> bytes:
+        key = (kind, n, size, framing)
         with self._bodies_lock:
             body = self._bodies.get(key)
             if body is None:
-                body = self._bodies[key] = build_body(kind, n, size)
+                body = self._bodies[key] = build_body(kind, n, size, framing)
             return body
 
     def serve_forever(self) -> None:
@@ -167,18 +190,21 @@ class StreamServer:
             n = int(query.get("n", "1"))
             size = int(query.get("size", "64"))
             rate = float(query.get("rate", "0"))
+            framing = query.get("framing", "chunked")
             if path == "/prepare":
-                self.body(query.get("kind", "sse"), n, size)
+                self.body(query.get("kind", "sse"), n, size, framing)
                 conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
             elif path == "/ws" and headers.get("upgrade", "").lower() == "websocket":
                 conn.sendall(_ws_accept(headers))
                 self._stream(conn, "ws", n, size, rate)
                 _wait_client_close(conn, rest)
+            elif framing not in SSE_HEADS or (framing == "gzip" and rate):
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
             elif path in ("/sse", "/ndjson"):
                 kind = path[1:]
-                conn.sendall(SSE_HEAD if kind == "sse" else NDJSON_HEAD)
-                self._stream(conn, kind, n, size, rate)
-                if rate:
+                conn.sendall(SSE_HEADS[framing] if kind == "sse" else NDJSON_HEAD)
+                self._stream(conn, kind, n, size, rate, framing)
+                if rate and framing != "close":
                     conn.sendall(b"0\r\n\r\n")
             else:
                 conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
@@ -187,9 +213,11 @@ class StreamServer:
         finally:
             conn.close()
 
-    def _stream(self, conn: socket.socket, kind: str, n: int, size: int, rate: float) -> None:
+    def _stream(
+        self, conn: socket.socket, kind: str, n: int, size: int, rate: float, framing: str
+    ) -> None:
         if not rate:
-            view = memoryview(self.body(kind, n, size))
+            view = memoryview(self.body(kind, n, size, framing))
             for start in range(0, len(view), WRITE_SLICE):
                 conn.sendall(view[start : start + WRITE_SLICE])
             return
@@ -199,7 +227,7 @@ class StreamServer:
             delay = start + i / rate - monotonic()
             if delay > 0:
                 time.sleep(delay)
-            conn.sendall(paced_piece(kind, i, size, monotonic()))
+            conn.sendall(paced_piece(kind, i, size, monotonic(), framing))
         if kind == "ws":
             conn.sendall(WS_CLOSE_1000)
 

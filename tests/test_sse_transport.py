@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 import time
 from typing import Any, Callable
@@ -349,6 +351,28 @@ def test_an_event_is_delivered_as_soon_as_its_last_byte_arrives(
     release.set()
     assert next(it).data == "second"
     t.close()
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_body_sent_at_once_is_read_in_large_reads(
+    stream_server: StreamServer, chunked: bool, caplog: Any
+) -> None:
+    # 2 MiB in one write: after the first read (http.client's 8 KiB buffer, full), reads go
+    # straight to the socket for the whole chunk_size instead of 8 KiB at a time.
+    body = b"".join(b"id: %d\ndata: %s\n\n" % (i, b"x" * 4000) for i in range(512))
+
+    def handler(request: Any, writer: Any) -> None:
+        writer.send_status(200, {"Content-Type": "text/event-stream"}, chunked=chunked)
+        writer.write(body)
+
+    stream_server.route("/bulk", handler)
+    t = SSETransport(stream_server.url("/bulk"), reconnect_on_eof=False, debug=True)
+    with caplog.at_level(logging.DEBUG, logger="aikit_transports"):
+        events = list(t.iter_events(timeout=10))
+    t.close()
+    assert ids(events) == list(range(512))
+    reads = [int(m.group(1)) for m in re.finditer(r": read (\d+) bytes", caplog.text)]
+    assert sum(reads) == len(body) and max(reads) > 8192
 
 
 def test_gzip_encoded_stream_is_decoded_incrementally(stream_server: StreamServer) -> None:

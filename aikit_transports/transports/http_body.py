@@ -80,9 +80,10 @@ class BodyReader:
     A read blocked in the socket holds a buffer of the size asked for, 64 KiB for each idle
     stream; so while events trickle in, the wait happens in ``http.client``'s reader
     (``peek``), which fills its own small buffer, and the read that follows takes that: one
-    system call per read. Once that small buffer comes back full (more is waiting), reads go
-    straight to the socket for the whole ``size`` until one comes back short (the socket was
-    drained), and only then does a batch try to join the reads that are ready at once.
+    system call per read. Once that small buffer comes back full (more is waiting), the reads
+    after the one that empties it go straight to the socket for the whole ``size`` until one
+    comes back short (the socket was drained); a batch tries to join the reads that are ready
+    at once only while reads come back full.
     """
 
     __slots__ = ("read", "_plain", "_decoder", "_ready", "_bulk")
@@ -118,16 +119,15 @@ class BodyReader:
         plain = self._plain
         return plain is not None and not plain.chunked and ready()
 
-    def _wait(self, plain: http.client.HTTPResponse) -> None:
+    def _wait(self, plain: http.client.HTTPResponse) -> bool:
         """Unless reads fill their buffer, wait for bytes in ``http.client``'s small buffer
-        rather than in a read buffer of our own (see the class)."""
-        if not self._bulk and len(plain.fp.peek(1)) >= _SMALL_BUFFER:
+        rather than in a read buffer of our own (see the class). True when the next read
+        only takes what that small buffer holds (so its length says nothing of the socket)."""
+        if self._bulk:
+            return False
+        if len(plain.fp.peek(1)) >= _SMALL_BUFFER:
             self._bulk = True  # the small buffer filled up at once: read in large reads
-
-    def _after(self, data: bytes, size: int) -> None:
-        """A read shorter than asked drained the socket: wait in the small buffer again."""
-        if len(data) < size:
-            self._bulk = False
+        return True
 
     def _read_chunked(
         self, plain: http.client.HTTPResponse, decoder: ChunkedDecoder, size: int
@@ -135,10 +135,10 @@ class BodyReader:
         while not decoder.done:
             if decoder.error is not None:  # raised once the body before it was handed on
                 raise decoder.error
-            self._wait(plain)
+            buffered = self._wait(plain)
             data = plain.fp.read1(size)
-            if self._bulk:
-                self._after(data, size)
+            if not buffered and len(data) < size:  # a short read drained the socket
+                self._bulk = False
             if not data:
                 raise ConnectError(CUT_IN_BODY, retryable=True)
             body = decoder.feed(data)
@@ -148,11 +148,11 @@ class BodyReader:
         return b""
 
     def _read_plain(self, plain: http.client.HTTPResponse, size: int) -> bytes:
-        if plain.length != 0:  # 0: the whole body is in, no byte is to come
-            self._wait(plain)
+        # plain.length 0: the whole body is in, no byte is to come
+        buffered = plain.length != 0 and self._wait(plain)
         data = plain.read1(size)
-        if self._bulk:
-            self._after(data, size)
+        if not buffered and len(data) < size:  # a short read drained the socket
+            self._bulk = False
         if not data:  # what urllib3 does at the end of a body
             if plain.length:
                 raise ConnectError(
