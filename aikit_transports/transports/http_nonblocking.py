@@ -65,7 +65,8 @@ class NonBlockingBody:
         """Whether a read now may find more without the socket becoming readable again: bytes
         in http.client's buffer or decrypted by TLS already (the selector sees only the
         socket's own), or the end of a body that is complete."""
-        if self._fp is not None or self._decoder.done:
+        decoder = self._decoder
+        if self._fp is not None or decoder.pending or decoder.done:
             return True
         sock = self._sock
         return self._tls and isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
@@ -73,6 +74,11 @@ class NonBlockingBody:
     def read(self, size: int) -> Optional[bytes]:
         decoder = self._decoder
         while True:
+            if decoder.pending:  # decompressed bytes of an earlier read, first
+                body = decoder.feed(b"")
+                if body:
+                    return body
+                continue
             if decoder.done:
                 return b""
             fp = self._fp
