@@ -76,10 +76,14 @@ class Scheduler:
             if self._shutdown:
                 raise RuntimeError("scheduler is shut down")
             handle = TimerHandle(self, time.monotonic() + delay, interval, callback)
-            heapq.heappush(self._heap, (handle.when, next(self._seq), handle))
+            heap = self._heap
+            # The thread wakes up by the earliest timer anyway: only an earlier one needs it now.
+            sooner = not heap or handle.when < heap[0][0]
+            heapq.heappush(heap, (handle.when, next(self._seq), handle))
             self._active += 1
             self._ensure_thread()
-            self._wake()
+            if sooner:
+                self._wake()
         return handle
 
     def _ensure_thread(self) -> None:
@@ -102,9 +106,9 @@ class Scheduler:
             if self._shutdown:
                 return  # shutdown() already forgot every timer
             self._active -= 1
-            if self._active == 0:
+            if self._active == 0:  # the thread may end: let it see that (else it skips this one)
                 self._heap.clear()
-            self._wake()
+                self._wake()
 
     def _run(self) -> None:
         cond = self._cond

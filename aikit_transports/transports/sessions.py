@@ -14,13 +14,16 @@ Sessions made here send ``User-Agent: aikit-transports/<version> python-requests
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Optional
+from urllib.parse import urlsplit
 
 import requests
 import websocket
 from requests.adapters import HTTPAdapter
+from requests.sessions import merge_setting as _merge_setting
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager
@@ -110,10 +113,50 @@ def user_agent(library: Literal["requests", "websocket-client"] = "requests") ->
     return f"aikit-transports/{__version__} {below}"
 
 
+#: Proxies from the environment by (scheme, host, port, no_proxy): ``requests`` works them
+#: out at every request by scanning ``os.environ`` (a fifth of the CPU of opening a stream).
+_environ_proxies: dict[tuple[str, Optional[str], Optional[int], Any], dict[str, str]] = {}
+_ENVIRON_CACHE_SIZE = 256
+merge_setting: Callable[..., Any] = _merge_setting  # untyped in requests
+
+
+class _Session(requests.Session):
+    """A session that works out the proxies of the environment once per origin (the process's
+    environment is taken as it is when a host is first reached)."""
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        if not self.trust_env:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        proxies = {} if proxies is None else proxies
+        no_proxy = proxies.get("no_proxy")
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname, parts.port, no_proxy)
+        found = _environ_proxies.get(key)
+        if found is None:
+            found = requests.utils.get_environ_proxies(url, no_proxy=no_proxy)
+            if len(_environ_proxies) >= _ENVIRON_CACHE_SIZE:
+                _environ_proxies.clear()
+            _environ_proxies[key] = found
+        for scheme, proxy in found.items():
+            proxies.setdefault(scheme, proxy)
+        if verify is True or verify is None:  # as requests does, compatible with cURL
+            verify = (
+                os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or verify
+            )
+        return {  # merged with the session's own settings, as requests does
+            "proxies": merge_setting(proxies, self.proxies),
+            "stream": merge_setting(stream, self.stream),
+            "verify": merge_setting(verify, self.verify),
+            "cert": merge_setting(cert, self.cert),
+        }
+
+
 def new_session(pool_maxsize: int = 10) -> requests.Session:
     """A session keeping ``pool_maxsize`` connections per host, whose requests can be cut,
     sending :func:`user_agent` (a request's own ``User-Agent`` header wins)."""
-    session = requests.Session()
+    session = _Session()
     session.headers["User-Agent"] = user_agent()
     adapter = _InterruptibleAdapter(pool_connections=pool_maxsize, pool_maxsize=pool_maxsize)
     session.mount("http://", adapter)
