@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import pytest
+import requests
 from requests.auth import HTTPBasicAuth
 
 from aikit_transports import (
@@ -123,3 +124,43 @@ def test_uptime_is_that_of_the_open_connection(stream_server: StreamServer) -> N
         assert len([e for _, e in zip(range(2), t.iter_events(timeout=10))]) == 2
         assert t.metrics.uptime > 0
     assert t.metrics.uptime == 0.0 and t.metrics.connected_at is not None
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"HTTP_PROXY": "http://proxy.test:3128", "HTTPS_PROXY": "http://proxy.test:3129"},
+        {"HTTP_PROXY": "http://proxy.test:3128", "NO_PROXY": "127.0.0.1,.internal"},
+        {"ALL_PROXY": "socks5://proxy.test:1080", "REQUESTS_CA_BUNDLE": "/etc/ca.pem"},
+        {"CURL_CA_BUNDLE": "/etc/curl.pem"},
+    ],
+)
+def test_own_sessions_read_the_environment_as_requests_does(
+    environ: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aikit_transports.transports import sessions
+
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sessions, "_environ_proxies", {})  # worked out once per origin
+    ours, theirs = sessions.new_session(), requests.Session()
+    for url in ("http://127.0.0.1:8000/sse", "https://api.example.com/v1", "http://a.internal/"):
+        for verify in (True, False, "/my/ca.pem"):
+            for proxies in ({}, {"https": "http://mine.test:1"}, {"no_proxy": "example.com"}):
+                expected = theirs.merge_environment_settings(url, dict(proxies), True, verify, None)
+                got = ours.merge_environment_settings(url, dict(proxies), True, verify, None)
+                assert got == expected, (url, verify, proxies)
