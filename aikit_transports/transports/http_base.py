@@ -189,6 +189,11 @@ class HTTPTransportBase(BaseTransport):
         self._resp: Optional[requests.Response] = None
         self._sock: Optional[socket.socket] = None
         self._ready_body: Optional[NonBlockingBody] = None
+        self._parse: tuple[
+            Callable[[bytes], Sequence[Event]],
+            Callable[[], list[ProtocolError]],
+            Callable[[Sequence[Event]], Optional[str]],
+        ]  # the wire's parser, for the read under way (see _body_parser)
         self._head_expired = False
         self._sent_event_id: Optional[str] = None
         self._bad_id_reported: Optional[str] = None
@@ -475,13 +480,14 @@ class HTTPTransportBase(BaseTransport):
     def _read_start(self) -> Optional[socket.socket]:
         body = NonBlockingBody.open(self._resp, self._sock) if self._resp is not None else None
         self._ready_body = body
+        self._parse = self._body_parser()
         return None if body is None else self._sock
 
     def _read_ready(self) -> Optional[str]:
         body = self._ready_body
         if body is None:
             return EOF_
-        feed, errors, on_events = self._body_parser()
+        feed, errors, on_events = self._parse
         m = self._m
         size = self.chunk_size
         io = self._io
