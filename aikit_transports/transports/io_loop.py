@@ -38,6 +38,8 @@ __all__ = [
 
 log = logging.getLogger("aikit_transports")
 
+#: Seconds a timer may fire late, so that the timers due close together share a wake-up.
+_SLACK = 0.005
 #: How many I/O threads the process shares (each multiplexes its share of the open streams).
 IO_THREADS = 2
 #: The most worker threads the process shares (opening connections, callbacks).
@@ -194,7 +196,8 @@ class IOLoop(Scheduler):
             _call(call)
         for call in due:
             _call(call)
-        timeout = 0 if soon or due else delay
+        # Timers due within _SLACK of each other fire in one wake-up (heartbeats, deadlines)
+        timeout = 0 if soon or due else None if delay is None else delay + _SLACK
         call = soon = due = None  # type: ignore[assignment]
         for key, _ in selector.select(timeout):
             callback = key.data

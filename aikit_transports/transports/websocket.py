@@ -360,9 +360,18 @@ class WebSocketTransport(BaseTransport):
                 return False
             if opcode == OP_CLOSE:
                 self._writable = None
-            if not wait and not ready(sock, 0, write=True):
-                return False
-            send_all(sock, client_frame(payload, opcode), self.timeout)
+            frame = client_frame(payload, opcode)
+            if not wait:
+                if sock.gettimeout() != 0:
+                    if not ready(sock, 0, write=True):
+                        return False
+                else:  # non-blocking: one try tells (a frame begun is finished below)
+                    try:
+                        sent = sock.send(frame)
+                    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                        return False
+                    frame = frame[sent:]
+            send_all(sock, frame, self.timeout)
             return True
         except OSError:
             return False
@@ -567,6 +576,10 @@ class WebSocketTransport(BaseTransport):
                 if sent_at is not None:
                     self._m.ping_rtt_ms = (time.monotonic() - sent_at) * 1000.0
                 self._ping_payload = None
+                with self._heartbeat_lock:  # answered: its deadline need not fire
+                    check, self._heartbeat_check = self._heartbeat_check, None
+                if check is not None:
+                    check.cancel()
         controls.clear()
 
     def _reply(self, sock: socket.socket, opcode: int, payload: bytes) -> None:
