@@ -39,7 +39,7 @@ __all__ = [
 log = logging.getLogger("aikit_transports")
 
 #: Seconds a timer may fire late, so that the timers due close together share a wake-up.
-_SLACK = 0.005
+_SLACK = 0.02
 #: How many I/O threads the process shares (each multiplexes its share of the open streams).
 IO_THREADS = 2
 #: The most worker threads the process shares (opening connections, callbacks).
