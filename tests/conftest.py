@@ -184,6 +184,16 @@ def reader_threads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def servers() -> Iterator[dict[str, Any]]:
+    """A :class:`StreamServer` (``"http"``) and a ``WebSocketServer`` (``"ws"``), both started."""
+    from aikit_transports.testing import StreamServer
+    from aikit_transports.testing.ws import WebSocketServer
+
+    with StreamServer() as http, WebSocketServer() as ws:
+        yield {"http": http, "ws": ws}
+
+
+@pytest.fixture
 def stream_server() -> Iterator[StreamServer]:
     """A started :class:`aikit_transports.testing.StreamServer` on 127.0.0.1, closed afterwards."""
     from aikit_transports.testing import StreamServer

@@ -242,6 +242,19 @@ class Tally:
         return self.received, self.lost, self.duplicated
 
 
+def quiet_stream(wire: str, servers: Dict[str, Any], count: int, **options: Any) -> BaseTransport:
+    """On the ``servers`` fixture's servers, a stream of ``count`` events that then stays open,
+    silent: ``wire`` is ``"sse"``, ``"websocket"`` or ``"http-stream"``."""
+    from aikit_transports import HTTPStreamTransport, SSETransport, WebSocketTransport
+
+    if wire == "websocket":
+        url = servers["ws"].url(f"/stream?count={count}&close=none")
+        return WebSocketTransport(url, heartbeat_interval=None, **options)
+    if wire == "sse":
+        return SSETransport(servers["http"].url(f"/sse?count={count}&end=hold"), **options)
+    return HTTPStreamTransport(servers["http"].url(f"/ndjson?count={count}&end=hold"), **options)
+
+
 def connect_in_background(t: Any) -> Tuple[threading.Thread, List[Any]]:
     """Start ``t.connect()`` in a thread; the list receives the ``TransportError`` it raises."""
     from aikit_transports import TransportError

@@ -10,11 +10,10 @@ nothing left once the transports are closed (the leak guard checks threads and s
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any, Callable, Dict, List
 
 import pytest
-from faultkit import forever_route
+from faultkit import forever_route, quiet_stream
 
 from aikit_transports import (
     BufferConfig,
@@ -22,10 +21,8 @@ from aikit_transports import (
     HTTPStreamTransport,
     ReconnectPolicy,
     SSETransport,
-    WebSocketTransport,
 )
 from aikit_transports.testing import StreamServer
-from aikit_transports.testing.ws import WebSocketServer
 from aikit_transports.transports import io_loop
 from aikit_transports.transports.base import BaseTransport
 
@@ -34,21 +31,9 @@ pytestmark = pytest.mark.usefixtures("shared_io")
 FAST = ReconnectPolicy(initial_delay=0, jitter=0, max_attempts=5)
 
 
-@pytest.fixture
-def servers() -> Iterator[Dict[str, Any]]:
-    with StreamServer() as http, WebSocketServer() as ws:
-        yield {"http": http, "ws": ws}
-
-
 def make(wire: str, servers: Dict[str, Any], count: int, **options: Any) -> BaseTransport:
-    """A stream of ``count`` events that then stays open, silent."""
     options.setdefault("reconnect", FAST)
-    if wire == "websocket":
-        url = servers["ws"].url(f"/stream?count={count}&close=none")
-        return WebSocketTransport(url, heartbeat_interval=None, **options)
-    if wire == "sse":
-        return SSETransport(servers["http"].url(f"/sse?count={count}&end=hold"), **options)
-    return HTTPStreamTransport(servers["http"].url(f"/ndjson?count={count}&end=hold"), **options)
+    return quiet_stream(wire, servers, count, **options)
 
 
 def library_threads() -> List[str]:

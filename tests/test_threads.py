@@ -14,10 +14,10 @@ import threading
 import time
 import tracemalloc
 import weakref
-from collections.abc import Iterator
 from typing import Any, Callable, Dict, List
 
 import pytest
+from faultkit import quiet_stream
 
 from aikit_transports import (
     BufferConfig,
@@ -31,29 +31,16 @@ from aikit_transports import (
     WebSocketTransport,
 )
 from aikit_transports.buffer import MessageBuffer
-from aikit_transports.testing import StreamServer
-from aikit_transports.testing.ws import WebSocketServer
 from aikit_transports.transports.base import BaseTransport
 
 WIRES = ("sse", "websocket", "http-stream")
 FAST = ReconnectPolicy(initial_delay=0, jitter=0, max_attempts=5)
 
 
-@pytest.fixture
-def servers() -> Iterator[Dict[str, Any]]:
-    with StreamServer() as http, WebSocketServer() as ws:
-        yield {"http": http, "ws": ws}
-
-
 def make(wire: str, servers: Dict[str, Any], count: int = 5, **options: Any) -> BaseTransport:
-    """A stream of ``count`` events that then stays open, silent."""
+    """A stream of ``count`` events that then stays open, silent (reconnecting fast)."""
     options.setdefault("reconnect", FAST)
-    if wire == "websocket":
-        url = servers["ws"].url(f"/stream?count={count}&close=none")
-        return WebSocketTransport(url, heartbeat_interval=None, **options)
-    if wire == "sse":
-        return SSETransport(servers["http"].url(f"/sse?count={count}&end=hold"), **options)
-    return HTTPStreamTransport(servers["http"].url(f"/ndjson?count={count}&end=hold"), **options)
+    return quiet_stream(wire, servers, count, **options)
 
 
 def dropping(wire: str, servers: Dict[str, Any]) -> BaseTransport:

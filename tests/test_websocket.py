@@ -749,9 +749,11 @@ def test_stream_drops_and_the_session_resumes(server: WebSocketServer) -> None:
     assert len(rec.named("reconnecting")) == 2 and rec.named("closed") == [("done",)]
 
 
-def test_heartbeats_of_many_transports_share_the_io_threads(
-    server: WebSocketServer, wait_until: Any, shared_io: None
+@pytest.mark.parametrize("io", ["shared", "threads"])
+def test_heartbeats_of_many_transports_cost_no_thread_each(
+    server: WebSocketServer, wait_until: Any, io: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("AIKIT_TRANSPORTS_IO", io)
     before = set(threading.enumerate())
     transports = [
         WebSocketTransport(server.url("/silent"), heartbeat_interval=0.05) for _ in range(10)
@@ -761,31 +763,15 @@ def test_heartbeats_of_many_transports_share_the_io_threads(
             t.connect()
         wait_until(lambda: all(t.metrics.ping_rtt_ms is not None for t in transports))
         new = [th.name for th in set(threading.enumerate()) - before]
+    finally:
+        for t in transports:
+            t.close()
+    if io == "shared":  # the I/O threads' own timers: no timer thread at all
         assert new and all(name.startswith(("aikit-io-", "aikit-worker-")) for name in new)
         assert len(new) <= io_loop.IO_THREADS + io_loop.WORKERS
-    finally:
-        for t in transports:
-            t.close()
-
-
-def test_with_reader_threads_heartbeats_share_one_timer_thread(
-    server: WebSocketServer, wait_until: Any, reader_threads: None
-) -> None:
-    before = set(threading.enumerate())
-    transports = [
-        WebSocketTransport(server.url("/silent"), heartbeat_interval=0.05) for _ in range(10)
-    ]
-    try:
-        for t in transports:
-            t.connect()
-        wait_until(lambda: all(t.metrics.ping_rtt_ms is not None for t in transports))
-        new = [th.name for th in set(threading.enumerate()) - before]
-        assert sorted(new) == sorted(
-            [f"aikit-websocket-{t.id}" for t in transports] + ["aikit-timers"]
-        )
-    finally:
-        for t in transports:
-            t.close()
+    else:  # a reader thread each, and one timer thread for all their heartbeats
+        readers = [f"aikit-websocket-{t.id}" for t in transports]
+        assert sorted(new) == sorted([*readers, "aikit-timers"])
 
 
 def test_a_slow_link_delays_but_delivers(proxy: FaultProxy) -> None:

@@ -44,7 +44,7 @@ from .http_nonblocking import NonBlockingBody
 from .redirects import follow_redirects
 from .sessions import close_session, new_session, user_agent, watch_sockets
 
-__all__ = ["HTTPTransportBase", "parse_retry_after", "IDEMPOTENT_METHODS"]
+__all__ = ["BodyParser", "HTTPTransportBase", "parse_retry_after", "IDEMPOTENT_METHODS"]
 
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _HTTP_SCHEMES = ("http", "https")
@@ -56,6 +56,15 @@ _NOT_PROCESSED = frozenset({408, 425, 429, 503})
 _ERROR_BODY_BYTES = 4096
 #: The longest ``Last-Event-ID`` sent (bytes of UTF-8); a longer id is not used to resume.
 MAX_EVENT_ID_BYTES = 1024
+
+
+#: A wire's parser as the reads use it: its ``feed``, its list of errors, and what publishes a
+#: batch (and may return ``"done"``).
+BodyParser = tuple[
+    Callable[[bytes], Sequence[Event]],
+    Callable[[], list[ProtocolError]],
+    Callable[[Sequence[Event]], Optional[str]],
+]
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:
@@ -189,11 +198,7 @@ class HTTPTransportBase(BaseTransport):
         self._resp: Optional[requests.Response] = None
         self._sock: Optional[socket.socket] = None
         self._ready_body: Optional[NonBlockingBody] = None
-        self._parse: tuple[
-            Callable[[bytes], Sequence[Event]],
-            Callable[[], list[ProtocolError]],
-            Callable[[Sequence[Event]], Optional[str]],
-        ]  # the wire's parser, for the read under way (see _body_parser)
+        self._parse: BodyParser  # the wire's parser, for the read under way
         self._head_expired = False
         self._sent_event_id: Optional[str] = None
         self._bad_id_reported: Optional[str] = None
@@ -459,13 +464,7 @@ class HTTPTransportBase(BaseTransport):
 
     # -- reading -----------------------------------------------------------------------
 
-    def _body_parser(
-        self,
-    ) -> tuple[
-        Callable[[bytes], Sequence[Event]],
-        Callable[[], list[ProtocolError]],
-        Callable[[Sequence[Event]], Optional[str]],
-    ]:
+    def _body_parser(self) -> BodyParser:
         """The wire's parser: its ``feed``, its error list, and what publishes a batch."""
         raise NotImplementedError
 
@@ -502,13 +501,9 @@ class HTTPTransportBase(BaseTransport):
                     self.log.debug("%s: read %d bytes: %s", self.id, len(chunk), snippet(chunk))
                 m.bytes_received += len(chunk)
                 m.last_traffic_at = time.monotonic()
-                events = feed(chunk)
-                if events:
-                    outcome = on_events(events)
-                    if outcome is not None:
-                        return outcome
-                if errors():
-                    self._parser_errors(errors())
+                outcome = self._hand_on(feed(chunk), on_events, errors)
+                if outcome is not None:
+                    return outcome
                 if (io is not None and io.holding()) or not body.more():
                     return None
         except TransportError:
@@ -575,12 +570,9 @@ class HTTPTransportBase(BaseTransport):
                     joined += 1
                     m.bytes_received += len(chunk)
                     events = [*events, *feed(chunk)]
-                if events:
-                    outcome = on_events(events)
-                    if outcome is not None:
-                        return outcome
-                if errors():
-                    self._parser_errors(errors())
+                outcome = self._hand_on(events, on_events, errors)
+                if outcome is not None:
+                    return outcome
         except (socket.timeout, TimeoutError) as exc:
             raise self._stalled(exc) from None
         except requests.RequestException as exc:
@@ -592,6 +584,22 @@ class HTTPTransportBase(BaseTransport):
                 raise
             raise self._read_failed(exc) from None
         return "eof"
+
+    def _hand_on(
+        self,
+        events: Sequence[Event],
+        on_events: Callable[[Sequence[Event]], Optional[str]],
+        errors: Callable[[], list[ProtocolError]],
+    ) -> Optional[str]:
+        """Publish what a read parsed, then report the parser's errors (a fatal one raises);
+        ``"done"`` when the batch ended the stream."""
+        if events:
+            outcome = on_events(events)
+            if outcome is not None:
+                return outcome
+        if errors():
+            self._parser_errors(errors())
+        return None
 
     def _logged(self, read: Callable[[int], bytes]) -> Callable[[int], bytes]:
         """``read``, logging what each read returned (``debug=True``)."""

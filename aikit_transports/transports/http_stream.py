@@ -21,7 +21,7 @@ from ..parsers.ndjson import NDJSONParser
 from ..timers import Scheduler
 from ..validate import check_int
 from .base import DONE, EOF_
-from .http_base import HTTPTransportBase, with_http_options_doc
+from .http_base import BodyParser, HTTPTransportBase, with_http_options_doc
 from .http_body import cut_in_headers
 
 __all__ = ["HTTPStreamTransport"]
@@ -191,13 +191,7 @@ class HTTPStreamTransport(HTTPTransportBase):
     def _read_start(self) -> Optional[socket.socket]:
         return None if self._long_poll else super()._read_start()  # a poll loop blocks
 
-    def _body_parser(
-        self,
-    ) -> tuple[
-        Callable[[bytes], Sequence[Event]],
-        Callable[[], list[ProtocolError]],
-        Callable[[Sequence[Event]], Optional[str]],
-    ]:
+    def _body_parser(self) -> BodyParser:
         return self._parser.feed, self._parser_error_list, self._on_events
 
     def _body_ended(self, outcome: str) -> str:

@@ -16,7 +16,7 @@ from ..parsers.sse import SSEParser
 from ..timers import Scheduler
 from ..validate import check_int
 from .base import DONE, CarriedId
-from .http_base import HTTPTransportBase, with_http_options_doc
+from .http_base import BodyParser, HTTPTransportBase, with_http_options_doc
 from .http_body import cut_in_headers
 
 __all__ = ["SSETransport"]
@@ -144,13 +144,7 @@ class SSETransport(HTTPTransportBase):
         self._attach(resp)
         return None
 
-    def _body_parser(
-        self,
-    ) -> tuple[
-        Callable[[bytes], Sequence[Event]],
-        Callable[[], list[ProtocolError]],
-        Callable[[Sequence[Event]], Optional[str]],
-    ]:
+    def _body_parser(self) -> BodyParser:
         parser = self._parser
         return parser.feed, lambda: parser.errors, self._on_events
 
