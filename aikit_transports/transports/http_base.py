@@ -37,7 +37,8 @@ from ..events import Event
 from ..logs import server_text, snippet
 from ..redact import describe_exception, redact_headers, redact_url
 from ..validate import check_int
-from .base import DONE, EOF_, RECENT_IDS, BaseTransport
+from .base import DONE, EOF_, BaseTransport
+from .delivery import RECENT_IDS
 from .failures import request_failure
 from .http_body import COALESCE_READS, CUT_IN_BODY, BodyReader, response_socket
 from .http_nonblocking import NonBlockingBody

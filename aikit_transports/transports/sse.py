@@ -15,7 +15,8 @@ from ..logs import server_text
 from ..parsers.sse import SSEParser
 from ..timers import Scheduler
 from ..validate import check_int
-from .base import DONE, CarriedId
+from .base import DONE
+from .delivery import CarriedId
 from .http_base import BodyParser, HTTPTransportBase, with_http_options_doc
 from .http_body import cut_in_headers
 
