@@ -81,6 +81,7 @@ _SHOWN_BASE = {
     "aikit_transports.transports.http_base.HTTPTransportBase": "BaseTransport",
     "aikit_transports.events._EventFields": None,  # Event's fields: nothing to show
     "aikit_transports.transports.callbacks.Callbacks": None,  # on/once/off: shown as members
+    "aikit_transports.transports.delivery.Delivery": None,  # internal: consumers and dispatch
 }
 
 

@@ -13,7 +13,7 @@ Every wire is a thin subclass that implements these hooks:
 
 Who runs them: a reader thread of the transport's own (``_read`` waits for the socket between
 two ``_read_ready``), or the shared I/O threads and workers (see :mod:`.shared`). Delivery to
-the consumers is the :class:`~.delivery.Delivery` mixin's.
+the consumers is the ``Delivery`` mixin's (:mod:`.delivery`).
 """
 
 from __future__ import annotations
