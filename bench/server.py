@@ -196,7 +196,7 @@ class StreamServer:
                 conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
             elif path == "/ws" and headers.get("upgrade", "").lower() == "websocket":
                 conn.sendall(_ws_accept(headers))
-                self._stream(conn, "ws", n, size, rate)
+                self._stream(conn, "ws", n, size, rate, "chunked")
                 _wait_client_close(conn, rest)
             elif framing not in SSE_HEADS or (framing == "gzip" and rate):
                 conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
