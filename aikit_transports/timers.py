@@ -20,6 +20,10 @@ __all__ = ["Scheduler", "TimerHandle", "default_scheduler"]
 log = logging.getLogger("aikit_transports")
 
 
+def _nothing() -> None:
+    """What a cancelled timer calls (never: it is skipped)."""
+
+
 class TimerHandle:
     """A scheduled callback; :meth:`cancel` stops it (idempotent)."""
 
@@ -103,6 +107,8 @@ class Scheduler:
             if handle.cancelled:
                 return
             handle.cancelled = True
+            # It stays in the heap until it is due: without its callback, which holds a transport
+            handle.callback = _nothing
             if self._shutdown:
                 return  # shutdown() already forgot every timer
             self._active -= 1
