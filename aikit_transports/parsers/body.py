@@ -14,12 +14,22 @@ from typing import Optional
 from ..errors import ConnectError, ProtocolError
 from .chunked import ChunkedDecoder
 
-__all__ = ["BodyDecoder", "DECODABLE", "CUT_IN_BODY"]
+__all__ = ["BodyDecoder", "DECODABLE", "CUT_IN_BODY", "cut_short"]
 
 #: The content codings decoded here (others are left to urllib3).
 DECODABLE = frozenset({"", "identity", "gzip", "x-gzip", "deflate"})
 
 CUT_IN_BODY = "connection lost: the server closed it in the middle of the response"
+
+
+def cut_short(missing: int) -> ConnectError:
+    """The error for a body whose connection ended ``missing`` bytes before its
+    ``Content-Length`` said it would."""
+    return ConnectError(
+        f"connection lost: the body ended {missing} bytes short of its Content-Length",
+        retryable=True,
+    )
+
 
 #: The most decompressed bytes one ``feed`` returns: a small compressed read may inflate to
 #: megabytes (or be a decompression bomb); the rest comes out of later calls (see ``pending``).
@@ -129,7 +139,4 @@ class BodyDecoder:
         if self._chunked is not None:
             raise ConnectError(CUT_IN_BODY, retryable=True)
         if self._left:
-            raise ConnectError(
-                f"connection lost: the body ended {self._left} bytes short of its Content-Length",
-                retryable=True,
-            )
+            raise cut_short(self._left)

@@ -14,6 +14,7 @@ import requests
 from urllib3.exceptions import ReadTimeoutError
 
 from ..errors import ConnectError
+from ..parsers.body import CUT_IN_BODY, cut_short
 from ..parsers.chunked import ChunkedDecoder
 
 __all__ = ["BodyReader", "COALESCE_READS", "CUT_IN_BODY", "cut_in_headers", "response_socket"]
@@ -53,8 +54,6 @@ def _plain_body(resp: requests.Response) -> Optional[http.client.HTTPResponse]:
 
 #: At most this many more reads join one batch (see ``_read_body``).
 COALESCE_READS = 3
-
-CUT_IN_BODY = "connection lost: the server closed it in the middle of the response"
 
 
 def _socket_poll(sock: Optional[socket.socket]) -> Optional[Callable[[], bool]]:
@@ -155,11 +154,7 @@ class BodyReader:
             self._bulk = False
         if not data:  # what urllib3 does at the end of a body
             if plain.length:
-                raise ConnectError(
-                    f"connection lost: the body ended {plain.length} bytes short of its "
-                    "Content-Length",
-                    retryable=True,
-                )
+                raise cut_short(plain.length)
             plain.close()
         return data
 
